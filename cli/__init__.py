@@ -1,0 +1,1 @@
+"""Click commands (imported as seqtool.cli)."""

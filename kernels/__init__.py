@@ -1,0 +1,1 @@
+"""Numba kernels: arithmetic only (imported as seqtool.kernels)."""

@@ -1,0 +1,1 @@
+"""CUDA twins of the CPU kernels (imported as seqtool.kernels.cuda)."""

@@ -1,0 +1,5 @@
+"""seqtool: recurrent networks on sequences with fused Numba kernels."""
+
+__version__ = "0.1.0"
+
+from seqtool.errors import SeqtoolError, UsageError  # noqa: F401

@@ -1,0 +1,1 @@
+"""Data readers: validate input and turn it into arrays."""

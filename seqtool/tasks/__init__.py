@@ -1,0 +1,1 @@
+"""One module per task: charlm, genre, seq2seq, sed."""
