@@ -3,3 +3,4 @@
 __version__ = "0.1.0"
 
 from seqtool.errors import SeqtoolError, UsageError  # noqa: F401
+from seqtool.autograd import Function, Tensor, is_grad_enabled, no_grad, tensor  # noqa: F401
