@@ -1,0 +1,209 @@
+"""Options shared by several commands, defined once and stacked as decorators.
+
+    @click.command()
+    @common_options          # json_output, quiet, device, seed
+    @train_options           # cell, hidden, ..., val_frac (all None unless given)
+    def charlm(..., json_output, quiet, device, seed, cell, hidden, ...):
+        out = Reporter(quiet=quiet, json_output=json_output)
+
+Human messages and progress go to stderr (progress only on a terminal); data and ``--json``
+records go to stdout. rich is imported on first use, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import sys
+from typing import Any, Callable, Iterator
+
+import click
+
+__all__ = [
+    "common_options", "train_options", "DURATION", "make_console", "progress", "emit_json",
+    "Reporter",
+]
+
+DEVICES = ("cpu", "cuda")
+CELLS = ("lstm", "gru", "rnn")
+OPTIMIZERS = ("sgd", "adam", "adagrad", "adadelta", "rmsprop")
+
+
+def _stack(*decorators: Callable) -> Callable:
+    """Apply decorators so that --help lists the options in the order written."""
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+    return apply
+
+
+class Duration(click.ParamType):
+    """Seconds, optionally with a unit: ``90``, ``90s``, ``2.5m``, ``1h``."""
+
+    name = "seconds"
+    _units = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([smh]?)\s*", str(value))
+            if not m:
+                self.fail(f"{value!r} is not a duration (e.g. 90, 90s, 5m, 1h)", param, ctx)
+            seconds = float(m.group(1)) * self._units[m.group(2)]
+        if not (seconds > 0 and math.isfinite(seconds)):
+            self.fail(f"{value!r} is not a positive duration", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+_POSITIVE_INT = click.IntRange(min=1)
+_POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+
+
+common_options = _stack(
+    click.option("--json", "json_output", is_flag=True,
+                 help="Print results as JSON Lines on stdout."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr."),
+    click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
+                 help="Where the kernels run."),
+    click.option("--seed", type=int, default=None,
+                 help="Random seed, for runs that repeat exactly."),
+)
+
+# Every default is None so each task fills in its own (a charlm wants other sizes than sed).
+train_options = _stack(
+    click.option("--cell", type=click.Choice(CELLS), default=None, help="Recurrent cell."),
+    click.option("--hidden", type=_POSITIVE_INT, default=None, help="Hidden units per layer."),
+    click.option("--layers", type=_POSITIVE_INT, default=None, help="Stacked recurrent layers."),
+    click.option("--bidirectional/--no-bidirectional", default=None,
+                 help="Also run each layer backwards in time."),
+    click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="Dropout between layers, in [0, 1)."),
+    click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer."),
+    click.option("--lr", type=_POSITIVE_FLOAT, default=None, help="Learning rate."),
+    click.option("--clip-norm", type=click.FloatRange(min=0), default=None,
+                 help="Clip the gradient norm to this (0: no clipping)."),
+    click.option("--batch", type=_POSITIVE_INT, default=None, help="Sequences per batch."),
+    click.option("--seq-len", type=_POSITIVE_INT, default=None,
+                 help="Time steps per training sequence."),
+    click.option("--epochs", type=_POSITIVE_INT, default=None, help="Stop after this many epochs."),
+    click.option("--steps", type=_POSITIVE_INT, default=None,
+                 help="Stop after this many optimizer steps."),
+    click.option("--time-budget", type=DURATION, default=None, metavar="SECONDS",
+                 help="Stop after this much training time (90, 90s, 5m, 1h)."),
+    click.option("--patience", type=_POSITIVE_INT, default=None,
+                 help="Stop after this many validations without improvement."),
+    click.option("--checkpoint-every", type=_POSITIVE_INT, default=None, metavar="STEPS",
+                 help="Write a checkpoint every this many steps."),
+    click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
+                 metavar="CHECKPOINT", help="Continue training from this checkpoint."),
+    click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="Fraction of the data held out for validation, in [0, 1)."),
+)
+
+
+# ----------------------------------------------------------------------------- output helpers
+
+
+def make_console(quiet: bool = False):
+    """A rich Console on stderr (stdout stays for data); ``quiet`` silences it."""
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+def _jsonable(obj: Any) -> Any:
+    # numpy scalars/arrays and non-finite floats: JSON Lines readers (jq) reject NaN and Infinity.
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar or array
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """Write one JSON line to stdout and flush, so a reader downstream sees it at once."""
+    click.echo(json.dumps(_jsonable(obj), ensure_ascii=False, allow_nan=False))
+    sys.stdout.flush()
+
+
+class _NoProgress:
+    def advance(self, n: float = 1, **fields) -> None:
+        pass
+
+    def update(self, **fields) -> None:
+        pass
+
+
+class _Progress:
+    def __init__(self, progress, task):
+        self._progress, self._task = progress, task
+
+    def advance(self, n: float = 1, **fields) -> None:
+        self._progress.update(self._task, advance=n, **fields)
+
+    def update(self, **fields) -> None:
+        """Set ``completed``, ``total``, ``description`` or custom fields shown by the columns."""
+        self._progress.update(self._task, **fields)
+
+
+@contextlib.contextmanager
+def progress(description: str = "", total: float | None = None, *, quiet: bool = False,
+             console=None, transient: bool = False) -> Iterator[_NoProgress | _Progress]:
+    """A progress bar on stderr, shown only on a terminal and not when quiet.
+
+    Yields an object with ``advance(n=1, **fields)`` and ``update(**fields)``; when no bar is
+    shown it does nothing, so callers need no branches.
+    """
+    console = console or make_console(quiet)
+    if quiet or not console.is_terminal:
+        yield _NoProgress()
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    # redirect_stdout=False: otherwise rich captures stdout on a terminal and mangles the data.
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  redirect_stdout=False, redirect_stderr=False, transient=transient) as bar:
+        yield _Progress(bar, bar.add_task(description, total=total))
+
+
+class Reporter:
+    """Where a command's output goes: messages to stderr, records to stdout as JSON or text."""
+
+    def __init__(self, quiet: bool = False, json_output: bool = False):
+        self.quiet = quiet
+        self.json_output = json_output
+        self._console = None
+
+    @property
+    def console(self):
+        if self._console is None:
+            self._console = make_console(self.quiet)
+        return self._console
+
+    def info(self, msg: str) -> None:
+        """A human message on stderr unless quiet; no rich markup, so [brackets] in names are safe."""
+        if not self.quiet:
+            self.console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    def warn(self, msg: str) -> None:
+        """A warning on stderr, shown even when quiet."""
+        click.echo(f"seqtool: warning: {msg}", err=True)
+
+    def emit(self, obj: Any) -> None:
+        """One JSON line on stdout (only with --json; text output is the command's own)."""
+        if self.json_output:
+            emit_json(obj)
+
+    def progress(self, description: str = "", total: float | None = None, **kw):
+        return progress(description, total, quiet=self.quiet, console=self.console, **kw)
