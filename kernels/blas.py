@@ -64,3 +64,15 @@ def colsum_partial(a, partial, k, nblocks):
         row = a[r]
         for j in range(a.shape[1]):
             partial[j] += row[j]
+
+
+@njit(cache=True)
+def rowsum_block(a, out, k, nblocks):
+    """Block k of out = a.sum(axis=1) for a (P, M), split over a's rows."""
+    lo, hi = block(k, nblocks, a.shape[0])
+    for r in range(lo, hi):
+        row = a[r]
+        acc = row[0] * 0
+        for j in range(a.shape[1]):
+            acc += row[j]
+        out[r] = acc

@@ -4,78 +4,82 @@ Gate order r, z, n (PyTorch). Two forms:
   reset_after=True  (cuDNN / PyTorch / Keras): n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
   reset_after=False (classic):                 n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
   h_t = (1 - z) * n + z * h_{t-1}
-Shapes (time-major, state chain layout as in lstm.py):
-  x (T, N, D); w_ih (3H, D); w_hh (3H, H); b_ih, b_hh (3H,); lengths (N,) int64
-Saved for backward:
+Shapes: x (T, N, D); w_ih (3H, D); w_hh (3H, H); b_ih, b_hh (3H,); lengths (N,) int64.
+Saved for backward (layouts and thread blocks as in lstm.py):
   h      (T+1, N, H)  state chain
-  gates  (T, N, 3H)   activated r, z, n (zero on padding)
-  hn     (T, N, H)    reset_after: W_hn h + b_hn; classic: r * h_{t-1} (the input of W_hn)
+  gates  (3H, T, N)   activated r, z, n (zero on padding)
+  hn     (H, T, N)    reset_after: W_hn h + b_hn; classic: r * h_{t-1} (the input of W_hn)
 """
 import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import block, gemm_rows, gemm_tn_partial, colsum_partial
+from seqtool.kernels.blas import block, gemm_rows, gemm_tn_partial, rowsum_block
 
 
 @njit(cache=True, error_model="numpy")
 def _forward_rows(gates, hn, h, y, w_hh, b_ih, b_hh, lengths, reverse, reset_after, lo, hi):
-    T = y.shape[0]
-    H = h.shape[2]
+    T, H, M = y.shape[0], h.shape[2], hi - lo
     one = unit(h)
     w_hrz, w_hn = w_hh[:2 * H], w_hh[2 * H:]
-    rec = np.empty((hi - lo, 3 * H if reset_after else 2 * H), h.dtype)  # h_{t-1} W_h^T
-    rec_n = np.empty((hi - lo, H), h.dtype)  # classic form: (r * h_{t-1}) W_hn^T
+    hT = np.ascontiguousarray(h[T if reverse else 0, lo:hi].T)  # (H, M) block state
+    pre = np.empty((3 * H, M), h.dtype)  # recurrent products, then activated gates
+    rh = np.empty((H, M), h.dtype)  # classic form: r * h_{t-1}
+    valid = np.empty(M, h.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
-        prev, cur = (t + 1, t) if reverse else (t, t + 1)
-        np.dot(h[prev, lo:hi], (w_hh if reset_after else w_hrz).T, rec)
-        for n in range(lo, hi):
-            g_row, r_row, hn_row, h_prev = gates[t, n], rec[n - lo], hn[t, n], h[prev, n]
-            if t >= lengths[n]:
-                g_row[:] = 0.0
-                hn_row[:] = 0.0
-                continue
-            for k in range(2 * H):
-                g_row[k] = sigm(g_row[k] + b_ih[k] + r_row[k] + b_hh[k])  # r, z
-            if reset_after:
-                for j in range(H):
-                    hn_row[j] = r_row[2 * H + j] + b_hh[2 * H + j]
-            else:
-                for j in range(H):
-                    hn_row[j] = g_row[j] * h_prev[j]
-        if not reset_after:
-            # W_hn needs r * h first, so the classic form takes a second GEMM per step.
-            np.dot(hn[t, lo:hi], w_hn.T, rec_n)
-        for n in range(lo, hi):
-            g_row, hn_row, h_prev, h_cur = gates[t, n], hn[t, n], h[prev, n], h[cur, n]
-            if t >= lengths[n]:
-                h_cur[:] = h_prev
-                y[t, n] = 0.0
-                continue
-            if reset_after:
-                for j in range(H):
-                    g_row[2 * H + j] = tanh_(g_row[2 * H + j] + b_ih[2 * H + j] + g_row[j] * hn_row[j])
-            else:
-                rn = rec_n[n - lo]
-                for j in range(H):
-                    g_row[2 * H + j] = tanh_(g_row[2 * H + j] + b_ih[2 * H + j] + rn[j] + b_hh[2 * H + j])
+        cur = t if reverse else t + 1
+        for m in range(M):
+            valid[m] = one if t < lengths[lo + m] else 0.0
+        np.dot(w_hh if reset_after else w_hrz, hT, pre[:3 * H if reset_after else 2 * H])
+        for k in range(2 * H):  # r, z
+            row, g_in, bk = pre[k], gates[k, t, lo:hi], b_ih[k] + b_hh[k]
+            for m in range(M):
+                row[m] = sigm(row[m] + g_in[m] + bk)
+        if reset_after:
             for j in range(H):
-                z_ = g_row[H + j]
-                h_cur[j] = (one - z_) * g_row[2 * H + j] + z_ * h_prev[j]
-            y[t, n] = h_cur
+                row, r_, hn_j, bh = pre[2 * H + j], pre[j], hn[j, t, lo:hi], b_hh[2 * H + j]
+                for m in range(M):
+                    hn_j[m] = row[m] + bh
+                    row[m] = r_[m] * hn_j[m]  # r * (W_hn h + b_hn)
+        else:
+            for j in range(H):
+                r_, h_j, rh_j, hn_j = pre[j], hT[j], rh[j], hn[j, t, lo:hi]
+                for m in range(M):
+                    rh_j[m] = r_[m] * h_j[m]
+                    hn_j[m] = rh_j[m]
+            np.dot(w_hn, rh, pre[2 * H:])  # W_n needs r * h first: a second GEMM per step
+            for j in range(H):
+                row, bh = pre[2 * H + j], b_hh[2 * H + j]
+                for m in range(M):
+                    row[m] += bh
+        for j in range(H):
+            z_, n_, g_in, h_j, bi = pre[H + j], pre[2 * H + j], gates[2 * H + j, t, lo:hi], hT[j], b_ih[2 * H + j]
+            for m in range(M):
+                n_[m] = tanh_(g_in[m] + bi + n_[m])
+                h_new = (one - z_[m]) * n_[m] + z_[m] * h_j[m]
+                h_j[m] = valid[m] * h_new + (one - valid[m]) * h_j[m]  # padding: frozen
+        for k in range(3 * H):
+            g_out, row = gates[k, t, lo:hi], pre[k]
+            for m in range(M):
+                g_out[m] = valid[m] * row[m]
+        for m in range(M):
+            h_cur, y_t = h[cur, lo + m], y[t, lo + m]
+            for j in range(H):
+                h_cur[j] = hT[j, m]
+                y_t[j] = valid[m] * hT[j, m]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nthreads):
-    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), gates (T, N, 3H), hn (T, N, H)."""
+    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), gates (3H, T, N), hn (H, T, N)."""
     T, N, D = x.shape
     H = h0.shape[1]
-    gates = np.empty((T, N, 3 * H), x.dtype)
+    gates = np.empty((3 * H, T, N), x.dtype)
     nb = max(1, min(nthreads, N))  # one block of batch rows per thread
-    for k in prange(nb):  # input projection of all steps at once
-        gemm_rows(x.reshape(T * N, D), w_ih.T, gates.reshape(T * N, 3 * H), k, nb)
-    hn = np.empty((T, N, H), x.dtype)
+    for k in prange(nb):  # input projection of all steps at once, gate-major
+        gemm_rows(w_ih, x.reshape(T * N, D).T, gates.reshape(3 * H, T * N), k, nb)
+    hn = np.empty((H, T, N), x.dtype)
     h = np.empty((T + 1, N, H), x.dtype)
     y = np.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
@@ -86,63 +90,58 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
 
 
 @njit(cache=True, error_model="numpy")
-def _backward_rows(dgx, dgh, dh, h, gates, hn, w_hh, lengths, reverse, dy, reset_after, lo, hi):
-    # dgx: gradients of the input-side pre-activations (for W_ih, b_ih, x);
-    # dgh: of the hidden-side ones (for W_hh, b_hh). They differ only in the n block.
-    T = dy.shape[0]
-    H = h.shape[2]
+def _backward_rows(dgx, dgh, dh, h, gates, hn, w_hh_t, w_hrz_t, w_hn_t, lengths, reverse, dy, reset_after, lo, hi):
+    # dgx: gradients of the input-side pre-activations (for W_ih, b_ih, x); dgh: of the
+    # hidden-side ones (for W_hh, b_hh). They differ only in the n block (reset_after).
+    T, H, M = dy.shape[0], dy.shape[2], hi - lo
     one = unit(h)
-    w_hrz, w_hn = w_hh[:2 * H], w_hh[2 * H:]
-    dh_rec = np.empty((hi - lo, H), h.dtype)
-    dn_blk = np.empty((hi - lo, H), h.dtype)  # classic: dn_pre rows, contiguous for the GEMM
-    d_rh = np.empty((hi - lo, H), h.dtype)  # classic: gradient of r * h_{t-1}
-    drz_blk = np.empty((hi - lo, 2 * H), h.dtype)
-    dh_t = np.empty(H, h.dtype)
+    dhT = np.ascontiguousarray(dh[lo:hi].T)  # (H, M) gradient reaching the carried state
+    gx = np.empty((3 * H, M), h.dtype)
+    gh = np.empty((3 * H, M), h.dtype)
+    direct = np.empty((H, M), h.dtype)  # dh_t * z, the path that skips the gates
+    d_prev = np.empty((H, M), h.dtype)
+    d_rh = np.empty((H, M), h.dtype)
+    valid = np.empty(M, h.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        prev, cur = (t + 1, t) if reverse else (t, t + 1)
-        for n in range(lo, hi):
-            gx, gh = dgx[t, n], dgh[t, n]
-            if t >= lengths[n]:
-                gx[:] = 0.0
-                gh[:] = 0.0
-                dn_blk[n - lo] = 0.0
-                continue
-            g_row, hn_row, h_prev, dh_n, dy_t = gates[t, n], hn[t, n], h[prev, n], dh[n], dy[t, n]
-            for j in range(H):
-                dh_t[j] = dh_n[j] + dy_t[j]
-            for j in range(H):
-                r_, z_, n_ = g_row[j], g_row[H + j], g_row[2 * H + j]
-                dn_pre = dh_t[j] * (one - z_) * (one - n_ * n_)
-                gx[H + j] = dh_t[j] * (h_prev[j] - n_) * z_ * (one - z_)
-                gx[2 * H + j] = dn_pre
-                dh_n[j] = dh_t[j] * z_  # direct path; the GEMM terms are added below
+        prev = t + 1 if reverse else t
+        for m in range(M):
+            valid[m] = one if t < lengths[lo + m] else 0.0
+        for j in range(H):
+            r_, z_, n_ = gates[j, t, lo:hi], gates[H + j, t, lo:hi], gates[2 * H + j, t, lo:hi]
+            hn_j, dh_j, dir_j = hn[j, t, lo:hi], dhT[j], direct[j]
+            for m in range(M):
+                dh_t = dh_j[m] + valid[m] * dy[t, lo + m, j]
+                dn_pre = dh_t * (one - z_[m]) * (one - n_[m] * n_[m])
+                gx[H + j, m] = dh_t * (h[prev, lo + m, j] - n_[m]) * z_[m] * (one - z_[m])
+                gx[2 * H + j, m] = valid[m] * dn_pre
+                dir_j[m] = dh_t * z_[m]
                 if reset_after:
-                    gx[j] = dn_pre * hn_row[j] * r_ * (one - r_)
-                    gh[2 * H + j] = dn_pre * r_
-                else:
-                    gh[2 * H + j] = dn_pre
-            dn_blk[n - lo] = gx[2 * H:]
-        if not reset_after:
-            np.dot(dn_blk, w_hn, d_rh)
-            for n in range(lo, hi):
-                if t < lengths[n]:
-                    gx, g_row, h_prev, dh_n, drh = dgx[t, n], gates[t, n], h[prev, n], dh[n], d_rh[n - lo]
-                    for j in range(H):
-                        r_ = g_row[j]
-                        gx[j] = drh[j] * h_prev[j] * r_ * (one - r_)
-                        dh_n[j] += drh[j] * r_
-        for n in range(lo, hi):
-            gx, gh = dgx[t, n], dgh[t, n]
-            gh[:2 * H] = gx[:2 * H]  # r and z blocks are the same on both sides
-            drz_blk[n - lo] = gx[:2 * H]
+                    gx[j, m] = valid[m] * dn_pre * hn_j[m] * r_[m] * (one - r_[m])
+                    gh[2 * H + j, m] = valid[m] * dn_pre * r_[m]
         if reset_after:
-            np.dot(dgh[t, lo:hi], w_hh, dh_rec)
+            gh[:2 * H] = gx[:2 * H]
+            np.dot(w_hh_t, gh, d_prev)
         else:
-            np.dot(drz_blk, w_hrz, dh_rec)
-        for n in range(lo, hi):
-            if t < lengths[n]:
-                dh[n] += dh_rec[n - lo]
+            np.dot(w_hn_t, gx[2 * H:], d_rh)
+            for j in range(H):
+                r_, d_j, dir_j = gates[j, t, lo:hi], d_rh[j], direct[j]
+                for m in range(M):
+                    gx[j, m] = d_j[m] * h[prev, lo + m, j] * r_[m] * (one - r_[m])
+                    dir_j[m] += d_j[m] * r_[m]
+            np.dot(w_hrz_t, gx[:2 * H], d_prev)
+        for j in range(H):
+            dh_j, dir_j, dp = dhT[j], direct[j], d_prev[j]
+            for m in range(M):
+                dh_j[m] = valid[m] * (dir_j[m] + dp[m]) + (one - valid[m]) * dh_j[m]
+        for k in range(3 * H):
+            for m in range(M):
+                dgx[k, t, lo + m] = gx[k, m]
+        if reset_after:
+            for j in range(H):
+                for m in range(M):
+                    dgh[j, t, lo + m] = gh[2 * H + j, m]
+    dh[lo:hi] = dhT.T
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -150,37 +149,37 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
     """Returns dx (T, N, D), dh0 (N, H), dw_ih (3H, D), dw_hh (3H, H), db_ih, db_hh (3H,)."""
     T, N, D = x.shape
     H = h.shape[2]
-    dgx = np.empty((T, N, 3 * H), x.dtype)
-    dgh = np.empty((T, N, 3 * H), x.dtype)
+    dgx = np.empty((3 * H, T, N), x.dtype)
+    # The hidden side differs from dgx only in reset_after's n block; r, z rows are shared.
+    dgh = np.empty((H if reset_after else 0, T, N), x.dtype)
     dh = dh_n.copy()
-    nb = max(1, min(nthreads, N))  # one block of batch rows per thread
+    # C-contiguous transposes: OpenBLAS runs W.T @ g ~1.5x faster with them (see lstm.py).
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    w_hrz_t = np.ascontiguousarray(w_hh[:2 * H].T)
+    w_hn_t = np.ascontiguousarray(w_hh[2 * H:].T)
+    nb = max(1, min(nthreads, N))
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _backward_rows(dgx, dgh, dh, h, gates, hn, w_hh, lengths, reverse, dy, reset_after, lo, hi)
-    gx2 = dgx.reshape(T * N, 3 * H)
-    gh2 = dgh.reshape(T * N, 3 * H)
+        _backward_rows(dgx, dgh, dh, h, gates, hn, w_hh_t, w_hrz_t, w_hn_t, lengths, reverse, dy,
+                       reset_after, lo, hi)
+    gx2 = dgx.reshape(3 * H, T * N)
+    gn2 = dgh.reshape(dgh.shape[0], T * N) if reset_after else gx2[2 * H:]  # n rows, hidden side
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    hn2 = hn.reshape(T * N, H)
-    x2 = x.reshape(T * N, D)
-    p_ih = np.empty((nb, 3 * H, D), x.dtype)  # per-thread partial sums over time
-    p_hh = np.empty((nb, 3 * H, H), x.dtype)
-    p_hn = np.empty((nb if not reset_after else 0, 3 * H, H), x.dtype)
-    p_bi = np.empty((nb, 3 * H), x.dtype)
-    p_bh = np.empty((nb, 3 * H), x.dtype)
-    dx = np.empty((T, N, D) if need_dx else (0, N, D), x.dtype)
-    dx2 = dx.reshape(dx.shape[0] * N, D)
+    n_in = h_in if reset_after else hn.reshape(H, T * N).T  # what W_hn multiplies
+    dw_ih = np.empty((3 * H, D), x.dtype)
+    dw_hh = np.empty((3 * H, H), x.dtype)
+    db_ih = np.empty(3 * H, x.dtype)
+    db_hn = np.empty(H, x.dtype)
+    dx_parts = np.empty((nb if need_dx else 0, T * N, D), x.dtype)
     for k in prange(nb):
-        gemm_tn_partial(gx2, x2, p_ih[k], k, nb)
-        gemm_tn_partial(gh2, h_in, p_hh[k], k, nb)
-        if not reset_after:
-            # The n block of W_hh multiplies r * h, not h: one more GEMM (it also computes
-            # the unused r, z rows, which keeps every operand contiguous).
-            gemm_tn_partial(gh2, hn2, p_hn[k], k, nb)
-        colsum_partial(gx2, p_bi[k], k, nb)
-        colsum_partial(gh2, p_bh[k], k, nb)
+        gemm_rows(gx2, x.reshape(T * N, D), dw_ih, k, nb)
+        gemm_rows(gx2[:2 * H], h_in, dw_hh[:2 * H], k, nb)
+        gemm_rows(gn2, n_in, dw_hh[2 * H:], k, nb)
+        rowsum_block(gx2, db_ih, k, nb)
+        rowsum_block(gn2, db_hn, k, nb)
         if need_dx:
-            gemm_rows(gx2, w_ih, dx2, k, nb)
-    dw_hh = p_hh.sum(axis=0)
-    if not reset_after:
-        dw_hh[2 * H:] = p_hn.sum(axis=0)[2 * H:]
-    return dx, dh, p_ih.sum(axis=0), dw_hh, p_bi.sum(axis=0), p_bh.sum(axis=0)
+            gemm_tn_partial(gx2, w_ih, dx_parts[k], k, nb)
+    db_hh = db_ih.copy()
+    db_hh[2 * H:] = db_hn
+    dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
+    return dx, dh, dw_ih, dw_hh, db_ih, db_hh
