@@ -1,0 +1,64 @@
+"""``seqtool eval MODEL DATA...``: score a model on labelled data.
+
+The model file's task picks the handler from EVALUATORS (task -> function); a task without
+one is a one-line error. A handler gets the loaded file's path, its DATA arguments and the
+Reporter, validates the number of DATA arguments itself, and prints its metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import click
+
+from seqtool.cli.options import Reporter, common_options
+from seqtool.errors import SeqtoolError, UsageError
+
+
+def _eval_charlm(model_path: str, data: tuple[str, ...], out: Reporter) -> None:
+    from seqtool.fileio import display_name, read_text
+    from seqtool.sampling import load_charlm, text_loss
+
+    if len(data) != 1:
+        raise UsageError("charlm eval takes one TEXT file (or '-')")
+    lm = load_charlm(model_path)
+    text = read_text(data[0])
+    loss, n = text_loss(lm, text, display_name(data[0]))
+    if n == 0:
+        raise SeqtoolError(f"{display_name(data[0])} has fewer than 2 {lm.unit}s: nothing to score")
+    bpc = loss / math.log(2)
+    if out.json_output:
+        out.emit({"task": "charlm", "loss": loss, "bpc": bpc, "perplexity": math.exp(loss),
+                  "tokens": n, "unit": lm.unit})
+    else:
+        click.echo(f"loss {loss:.6f} nats/{lm.unit}  {bpc:.6f} bits/{lm.unit}  "
+                   f"perplexity {math.exp(loss):.4f}  ({n} {lm.unit}s scored)")
+
+
+# task -> handler(model_path, data, reporter); genre / seq2seq / sed plug in here.
+EVALUATORS: dict[str, Callable[[str, tuple, Reporter], None]] = {
+    "charlm": _eval_charlm,
+}
+
+
+@click.command("eval")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("data", nargs=-1, required=True)
+@common_options
+def evaluate(model, data, json_output, quiet, device, seed):
+    """Score a model on labelled data.
+
+    charlm: DATA is one text file or '-'; prints the loss in nats and bits per char.
+    """
+    from seqtool.modelfile import read_meta
+
+    out = Reporter(quiet=quiet, json_output=json_output)
+    if device != "cpu":
+        out.warn("evaluation runs on the CPU; ignoring --device " + device)
+    task = read_meta(model)["task"]
+    handler = EVALUATORS.get(task)
+    if handler is None:
+        raise SeqtoolError(f"seqtool eval does not support {task} models yet "
+                           f"(supported: {', '.join(sorted(EVALUATORS))})")
+    handler(model, tuple(data), out)

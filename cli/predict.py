@@ -1,0 +1,77 @@
+"""``seqtool predict MODEL [INPUT...|-]``: run a model on new inputs.
+
+The model file's task picks the handler from PREDICTORS (task -> function); a task without
+one is a one-line error. Handlers stream: each result is printed (and flushed) as soon as
+it is computed, so ``seqtool predict m - | head`` works on endless input.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Callable
+
+import click
+
+from seqtool.cli.options import Reporter, common_options
+from seqtool.errors import SeqtoolError
+
+
+def _predict_charlm(model_path: str, inputs: tuple[str, ...], out: Reporter) -> None:
+    """One loss (nats per token, teacher-forced within the line) per input line. A line is
+    scored with its newline, so a 1-character line still has one prediction; a line with
+    nothing to predict prints nan (null with --json)."""
+    from seqtool.fileio import display_name, open_input
+    from seqtool.sampling import load_charlm, text_loss
+
+    lm = load_charlm(model_path)
+    for path in inputs or ("-",):
+        name = display_name(path)
+        with open_input(path) as f:
+            lineno = 0
+            while True:
+                try:
+                    line = f.readline()
+                except UnicodeDecodeError as e:
+                    raise SeqtoolError(f"{name} line {lineno + 1} is not valid UTF-8 "
+                                       f"({e.reason})") from None
+                if not line:
+                    break
+                lineno += 1
+                loss, n = text_loss(lm, line, f"{name} line {lineno}")
+                if out.json_output:
+                    out.emit({"input": name, "line": lineno, "loss": loss,
+                              "bpc": loss / math.log(2), "tokens": n})
+                else:
+                    click.echo("nan" if n == 0 else f"{loss:.6f}")
+                    sys.stdout.flush()
+
+
+# task -> handler(model_path, inputs, reporter); genre / seq2seq / sed plug in here.
+PREDICTORS: dict[str, Callable[[str, tuple, Reporter], None]] = {
+    "charlm": _predict_charlm,
+}
+
+
+@click.command("predict")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1)
+@common_options
+def predict(model, inputs, json_output, quiet, device, seed):
+    """Run a model on new inputs.
+
+    INPUT files default to '-' (stdin).
+
+    charlm: the loss in nats per character of each input line, one number per line.
+    """
+    from seqtool.modelfile import read_meta
+
+    out = Reporter(quiet=quiet, json_output=json_output)
+    if device != "cpu":
+        out.warn("prediction runs on the CPU; ignoring --device " + device)
+    task = read_meta(model)["task"]
+    handler = PREDICTORS.get(task)
+    if handler is None:
+        raise SeqtoolError(f"seqtool predict does not support {task} models yet "
+                           f"(supported: {', '.join(sorted(PREDICTORS))})")
+    handler(model, tuple(inputs), out)

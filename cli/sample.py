@@ -1,0 +1,67 @@
+"""``seqtool sample MODEL``: generate text from a charlm model; the text alone goes to stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from seqtool.cli.options import Reporter, common_options, emit_json
+
+STREAM_CHUNK = 64  # tokens per compiled call with --stream or --stop-at
+BATCH_CHUNK = 4096  # otherwise
+
+
+@click.command("sample")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--length", "-n", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Tokens (characters, bytes or words) to generate after the prime.")
+@click.option("--temperature", "-t", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Softmax temperature: lower is more conservative.")
+@click.option("--prime", "prime_text", default="", metavar="TEXT",
+              help="Text the model reads first; the output starts with it.")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Sample only among the k most likely tokens (0: all).")
+@click.option("--argmax", is_flag=True, help="Always take the most likely token (deterministic).")
+@click.option("--stream", is_flag=True, help="Print the text as it is generated.")
+@click.option("--stop-at", default=None, metavar="STRING",
+              help="Stop right after STRING appears in the generated text.")
+@common_options
+def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_at,
+           json_output, quiet, device, seed):
+    """Generate text from a charlm model.
+
+    MODEL is a charlm model file. Only the text goes to stdout (with --json: one object with the text and timing);
+    messages go to stderr. The same --seed gives the same text.
+    """
+    from seqtool.sampling import iter_generate, load_charlm
+
+    out = Reporter(quiet=quiet, json_output=json_output)
+    if device != "cpu":
+        out.warn("sampling runs on the CPU; ignoring --device " + device)
+    lm = load_charlm(model)
+    chunk = STREAM_CHUNK if (stream or stop_at) else BATCH_CHUNK
+    pieces = iter_generate(lm, length, temperature, prime_text, top_k, argmax, seed,
+                           stop_at or None, chunk=chunk)
+    t0 = time.perf_counter()
+    if json_output:
+        text = "".join(pieces)
+        seconds = time.perf_counter() - t0
+        emit_json({"text": text, "unit": lm.unit, "seconds": round(seconds, 6)})
+        return
+    stdout = click.get_binary_stream("stdout")
+    ends_with_newline = True
+    for piece in pieces:
+        # Encoded here, not by sys.stdout, so a C locale cannot turn text into an error;
+        # the byte unit's decoder already replaced invalid bytes, so this is valid UTF-8.
+        stdout.write(piece.encode("utf-8", errors="replace"))
+        if stream:
+            stdout.flush()
+        ends_with_newline = piece.endswith("\n") if piece else ends_with_newline
+    if not ends_with_newline and sys.stdout.isatty():
+        stdout.write(b"\n")  # a terminal prompt should not follow the text on its line
+    stdout.flush()
+    seconds = time.perf_counter() - t0
+    out.info(f"generated {length if not stop_at else 'up to ' + str(length)} {lm.unit} tokens "
+             f"in {seconds:.2f} s")

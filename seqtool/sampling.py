@@ -1,0 +1,326 @@
+"""Using a trained charlm: load it, prime it, generate text, score text.
+
+    model = load_charlm("lm.st")
+    text = generate(model, 500, temperature=0.8, prime_text="The ", seed=1)
+    loss, n = text_loss(model, "some text")          # nats per token, tokens scored
+
+Model-file contract (task "charlm"): arrays embed.weight (V, E); rnn.weight_ih_l{k},
+rnn.weight_hh_l{k}, rnn.bias_ih_l{k}, rnn.bias_hh_l{k} (PyTorch layouts, unidirectional);
+head.weight (V, H), head.bias (V,); meta["config"] with cell, hidden, layers, embed,
+reset_after, nonlinearity; meta["vocab"] = {"unit": "char"|"byte"|"word", "tokens": [...]}.
+
+Priming and scoring run the seqtool.nn layers (the training code's forward); generation runs
+the compiled loop in seqtool.kernels.sample, carrying the same state. Tokens: char = one
+character, byte = one UTF-8 byte (output decoded incrementally, invalid bytes replaced by
+U+FFFD so what is printed is always valid UTF-8), word = whitespace-separated words (output
+joined with single spaces).
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from seqtool.errors import SeqtoolError, UsageError
+
+__all__ = ["CharLM", "load_charlm", "encode", "prime", "iter_generate", "generate", "text_loss"]
+
+_CELLS = {"lstm": 0, "gru": 1, "rnn": 2}
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+_UNITS = ("char", "byte", "word")
+_SHOW_UNKNOWN = 10
+
+
+@dataclass
+class CharLM:
+    """A loaded charlm: the numpy weights, the seqtool.nn recurrent module and the vocabulary."""
+
+    path: str
+    cell: str
+    layers: int
+    hidden: int
+    reset_after: bool
+    relu: bool
+    unit: str
+    tokens: list
+    embed: np.ndarray  # (V, E)
+    head_w: np.ndarray  # (V, H)
+    head_b: np.ndarray  # (V,)
+    rnn: object  # seqtool.nn.LSTM / GRU / RNN, eval mode
+    index: dict = field(default_factory=dict)  # token -> id
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def zero_state(self) -> tuple[np.ndarray, np.ndarray]:
+        z = np.zeros((self.layers, self.hidden), np.float32)
+        return z, z.copy()
+
+
+def _corrupt(path: str, what: str) -> SeqtoolError:
+    return SeqtoolError(f"{path} is not a usable charlm model: {what}")
+
+
+def from_arrays(arrays: dict, meta: dict, path: str = "<model>") -> CharLM:
+    """Build a CharLM from a model file's arrays and metadata, checking every shape."""
+    from seqtool import nn
+
+    cfg = meta.get("config") or {}
+    vocab = meta.get("vocab") or {}
+    cell = cfg.get("cell")
+    if cell not in _CELLS:
+        raise _corrupt(path, f"unknown cell {cell!r}")
+    unit = vocab.get("unit", "char")
+    tokens = vocab.get("tokens")
+    if unit not in _UNITS or not isinstance(tokens, list) or not tokens:
+        raise _corrupt(path, "missing or invalid vocabulary")
+    if unit == "byte":
+        if not all(isinstance(t, int) and 0 <= t <= 255 for t in tokens):
+            raise _corrupt(path, "byte vocabulary entries must be integers 0-255")
+    elif not all(isinstance(t, str) for t in tokens):
+        raise _corrupt(path, f"{unit} vocabulary entries must be strings")
+    try:
+        L, H = int(cfg["layers"]), int(cfg["hidden"])
+    except (KeyError, TypeError, ValueError):
+        raise _corrupt(path, "config lacks layers/hidden") from None
+    need = ["embed.weight", "head.weight", "head.bias"] + [
+        f"rnn.{p}_l{k}" for k in range(L) for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    missing = [n for n in need if n not in arrays]
+    if missing:
+        raise _corrupt(path, f"missing arrays {', '.join(missing[:4])}")
+    V, G = len(tokens), _GATES[cell]
+    embed = np.ascontiguousarray(arrays["embed.weight"], np.float32)
+    head_w = np.ascontiguousarray(arrays["head.weight"], np.float32)
+    head_b = np.ascontiguousarray(arrays["head.bias"], np.float32)
+    if embed.ndim != 2 or embed.shape[0] != V or head_w.shape != (V, H) or head_b.shape != (V,):
+        raise _corrupt(path, f"embedding/head shapes do not match {V} tokens and hidden size {H}")
+    E = embed.shape[1]
+    for k in range(L):
+        shapes = {"weight_ih": (G * H, E if k == 0 else H), "weight_hh": (G * H, H),
+                  "bias_ih": (G * H,), "bias_hh": (G * H,)}
+        for p, shape in shapes.items():
+            if arrays[f"rnn.{p}_l{k}"].shape != shape:
+                raise _corrupt(path, f"rnn.{p}_l{k} has shape {arrays[f'rnn.{p}_l{k}'].shape}, "
+                                     f"expected {shape}")
+    reset_after = bool(cfg.get("reset_after", True))
+    nonlin = cfg.get("nonlinearity") or "tanh"
+    if nonlin not in ("tanh", "relu"):
+        raise _corrupt(path, f"unknown nonlinearity {nonlin!r}")
+    module = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+    rnn = module(E, H, num_layers=L, nonlinearity=nonlin, reset_after=reset_after,
+                 rng=np.random.default_rng(0))
+    rnn.load_state_dict({name[len("rnn."):]: np.asarray(a, np.float32)
+                         for name, a in arrays.items() if name.startswith("rnn.")})
+    rnn.eval()
+    index = {t: i for i, t in enumerate(tokens)}
+    return CharLM(path, cell, L, H, reset_after, nonlin == "relu", unit, tokens, embed, head_w,
+                  head_b, rnn, index)
+
+
+def load_charlm(path) -> CharLM:
+    """Load a charlm model file; wrong task, truncated or tampered files raise SeqtoolError."""
+    from seqtool.modelfile import load_model
+
+    arrays, meta = load_model(path, expect_task="charlm")
+    return from_arrays(arrays, meta, str(path))
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def _split(model: CharLM, text: str) -> list:
+    if model.unit == "byte":
+        return list(text.encode("utf-8", errors="surrogateescape"))
+    if model.unit == "word":
+        return text.split()
+    return list(text)
+
+
+def encode(model: CharLM, text: str, what: str = "text") -> np.ndarray:
+    """Token ids (n,) int64 of ``text``; tokens the vocabulary lacks raise one SeqtoolError."""
+    pieces = _split(model, text)
+    ids = [model.index.get(p, -1) for p in pieces]
+    if -1 in ids:
+        unknown = list(dict.fromkeys(p for p, i in zip(pieces, ids) if i < 0))
+        shown = ", ".join(f"0x{p:02x}" if isinstance(p, int) else repr(p)
+                          for p in unknown[:_SHOW_UNKNOWN])
+        more = f" and {len(unknown) - _SHOW_UNKNOWN} more" if len(unknown) > _SHOW_UNKNOWN else ""
+        kind = {"char": "characters", "byte": "bytes", "word": "words"}[model.unit]
+        raise SeqtoolError(f"{what} has {kind} the model's vocabulary lacks: {shown}{more}")
+    return np.asarray(ids, np.int64)
+
+
+class _Detokenizer:
+    """Token ids -> text, incrementally. Bytes go through an incremental UTF-8 decoder: an
+    incomplete multi-byte sequence is held back until it completes; invalid bytes, and an
+    incomplete tail at the end, become U+FFFD."""
+
+    def __init__(self, model: CharLM, after_prime: bool):
+        self.unit = model.unit
+        self.tokens = model.tokens
+        self.sep = after_prime  # word unit: a space before the first word after a prime
+        if self.unit == "byte":
+            self.table = np.asarray(model.tokens, np.uint8)
+            self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, ids: np.ndarray) -> str:
+        if self.unit == "byte":
+            return self.decoder.decode(self.table[ids].tobytes())
+        if self.unit == "word":
+            if not len(ids):
+                return ""
+            text = (" " if self.sep else "") + " ".join(self.tokens[i] for i in ids)
+            self.sep = True
+            return text
+        return "".join(self.tokens[i] for i in ids)
+
+    def finish(self) -> str:
+        return self.decoder.decode(b"", final=True) if self.unit == "byte" else ""
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+def _forward(model: CharLM, ids: np.ndarray, state=None, lengths=None):
+    """Run (T, N) ids through the recurrent layers: returns top outputs (T, N, H) and the state
+    ((L, N, H) h and c; c is None for gru/rnn)."""
+    from seqtool.autograd import no_grad
+
+    x = model.embed[ids]  # (T, N, E)
+    with no_grad():
+        if model.cell == "lstm":
+            y, (h, c) = model.rnn(x, state, lengths=lengths)
+            return y.data, (h.data, c.data)
+        y, h = model.rnn(x, None if state is None else state[0], lengths=lengths)
+        return y.data, (h.data, None)
+
+
+def prime(model: CharLM, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """The state (h, c), each (L, H) float32, after the network has read ``text``."""
+    h, c = model.zero_state()
+    ids = encode(model, text, "--prime") if text else np.zeros(0, np.int64)
+    if len(ids):
+        _, (hn, cn) = _forward(model, ids[:, None])
+        h = np.ascontiguousarray(hn[:, 0], np.float32)
+        if cn is not None:
+            c = np.ascontiguousarray(cn[:, 0], np.float32)
+    return h, c
+
+
+def _kernel_weights(model: CharLM) -> tuple:
+    """The compiled loop's weight arguments (stacked per layer; see kernels/sample.py)."""
+    rnn, L = model.rnn, model.layers
+    get = lambda name: np.ascontiguousarray(getattr(rnn, name).data, np.float32)  # noqa: E731
+    GH = _GATES[model.cell] * model.hidden
+    w_ih0 = get("weight_ih_l0")
+    rest = [get(f"weight_ih_l{k}") for k in range(1, L)]
+    w_ih_rest = np.stack(rest) if rest else np.zeros((0, GH, model.hidden), np.float32)
+    w_hh = np.stack([get(f"weight_hh_l{k}") for k in range(L)])
+    b_ih = np.stack([get(f"bias_ih_l{k}") for k in range(L)])
+    b_hh = np.stack([get(f"bias_hh_l{k}") for k in range(L)])
+    return model.embed, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, model.head_w, model.head_b
+
+
+def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_text: str = "",
+                  top_k: int = 0, argmax: bool = False, seed: int | None = None,
+                  stop_at: str | None = None, chunk: int = 64,
+                  include_prime: bool = True) -> Iterator[str]:
+    """Yield the generated text piece by piece: the prime (if asked), then one piece per
+    ``chunk`` tokens. Stops after ``length`` tokens, or right after ``stop_at`` appears in the
+    generated text. The same seed gives the same text whatever the chunk size."""
+    from seqtool.kernels.sample import sample_tokens
+
+    if length < 0:
+        raise UsageError("--length must be >= 0")
+    if not argmax and not temperature > 0:
+        raise UsageError("--temperature must be > 0")
+    if top_k < 0:
+        raise UsageError("--top-k must be >= 0")
+    if chunk < 1:
+        raise UsageError("chunk must be >= 1")
+    h, c = prime(model, prime_text)
+    weights = _kernel_weights(model)
+    rng = np.random.default_rng(seed)
+    detok = _Detokenizer(model, after_prime=bool(prime_text.strip()))
+    if include_prime and prime_text:
+        yield prime_text
+    out = np.empty(chunk, np.int64)
+    generated = ""  # only kept for the --stop-at search
+    done = 0
+    while done < length:
+        n = min(chunk, length - done)
+        u = rng.random(n)  # drawn in sequence: chunking does not change the stream
+        sample_tokens(*weights, h, c, _CELLS[model.cell], model.reset_after, model.relu,
+                      float(temperature), int(top_k), bool(argmax), u, out[:n])
+        done += n
+        piece = detok.feed(out[:n])
+        if done >= length:
+            piece += detok.finish()
+        if stop_at:
+            start = max(0, len(generated) - len(stop_at) + 1)
+            generated += piece
+            hit = generated.find(stop_at, start)
+            if hit >= 0:
+                end = hit + len(stop_at)
+                yield piece[:len(piece) - (len(generated) - end)]
+                return
+            generated = generated[-len(stop_at):]  # enough to match across pieces
+        if piece:
+            yield piece
+
+
+def generate(model: CharLM, length: int, temperature: float = 1.0, prime_text: str = "",
+             top_k: int = 0, argmax: bool = False, seed: int | None = None,
+             stop_at: str | None = None, include_prime: bool = True, chunk: int = 4096) -> str:
+    """The whole generated text (see iter_generate)."""
+    return "".join(iter_generate(model, length, temperature, prime_text, top_k, argmax, seed,
+                                 stop_at, chunk=64 if stop_at else chunk,
+                                 include_prime=include_prime))
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def _token_losses_sum(model: CharLM, ids: np.ndarray, batch: int = 32, window: int = 256,
+                      min_segment: int = 2048) -> tuple[float, int]:
+    """Sum of -log p(ids[t+1] | ids[:t+1]) over t, and the number of predictions.
+
+    Long texts are cut into up to ``batch`` contiguous segments run side by side (one batched
+    kernel call per ``window`` steps, state carried between windows); each segment starts from
+    a zero state, so up to batch-1 boundaries see less context. Texts shorter than
+    ``min_segment`` * 2 run as a single exact sequence.
+    """
+    m = len(ids) - 1  # predictions
+    if m <= 0:
+        return 0.0, 0
+    N = int(max(1, min(batch, m // min_segment)))
+    S = -(-m // N)  # segment length
+    inp = np.zeros(N * S, np.int64)
+    tgt = np.zeros(N * S, np.int64)
+    inp[:m], tgt[:m] = ids[:-1], ids[1:]
+    inp, tgt = inp.reshape(N, S).T, tgt.reshape(N, S).T  # (S, N) time-major
+    seg_len = np.clip(m - np.arange(N) * S, 0, S)  # (N,)
+    state, total = None, 0.0
+    for t0 in range(0, S, window):
+        T = min(window, S - t0)
+        lengths = np.clip(seg_len - t0, 0, T).astype(np.int64)
+        y, state = _forward(model, inp[t0:t0 + T], state, lengths)  # (T, N, H)
+        logits = y.reshape(T * N, -1) @ model.head_w.T + model.head_b  # (T*N, V)
+        logits = logits.astype(np.float64)
+        mx = logits.max(axis=1, keepdims=True)
+        lse = mx[:, 0] + np.log(np.exp(logits - mx).sum(axis=1))
+        nll = lse - logits[np.arange(T * N), tgt[t0:t0 + T].reshape(-1)]
+        valid = (np.arange(T)[:, None] < lengths[None, :]).reshape(-1)
+        total += float(nll[valid].sum())
+    return total, m
+
+
+def text_loss(model: CharLM, text: str, what: str = "text") -> tuple[float, int]:
+    """(mean negative log-likelihood in nats per token, tokens predicted), teacher-forced:
+    every token after the first is predicted from all before it. NaN when nothing is scored."""
+    total, n = _token_losses_sum(model, encode(model, text, what))
+    return (total / n if n else float("nan")), n

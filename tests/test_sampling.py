@@ -1,0 +1,223 @@
+"""seqtool.sampling and kernels/sample.py against a slow step-by-step reference that feeds one
+token at a time through the seqtool.nn layers and samples with plain NumPy."""
+
+import codecs
+
+import numpy as np
+import pytest
+
+from seqtool import nn
+from seqtool.autograd import no_grad
+from seqtool.errors import SeqtoolError
+from seqtool.kernels.sample import sample_tokens
+from seqtool.modelfile import save_model
+from seqtool.sampling import (_CELLS, _Detokenizer, _kernel_weights, _token_losses_sum, encode,
+                              generate, load_charlm, prime, text_loss)
+
+CHARS = list("abcdefghij klmnop\n.,")
+
+
+def make_charlm(path, cell="lstm", layers=2, hidden=24, embed=10, tokens=None, unit="char",
+                reset_after=True, nonlinearity="tanh", seed=0, head_scale=1.0, head_bias=True):
+    """A charlm model file with random weights, built from seqtool.nn modules."""
+    tokens = list(CHARS if tokens is None else tokens)
+    rng = np.random.default_rng(seed)
+    module = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+    rnn = module(embed, hidden, num_layers=layers, nonlinearity=nonlinearity,
+                 reset_after=reset_after, rng=rng)
+    V = len(tokens)
+    arrays = {f"rnn.{k}": v for k, v in rnn.state_dict().items()}
+    arrays["embed.weight"] = rng.standard_normal((V, embed)).astype(np.float32)
+    arrays["head.weight"] = (head_scale * rng.standard_normal((V, hidden))).astype(np.float32)
+    arrays["head.bias"] = (rng.standard_normal(V) * head_bias).astype(np.float32)
+    meta = {"task": "charlm",
+            "config": {"cell": cell, "hidden": hidden, "layers": layers, "embed": embed,
+                       "dropout": 0.0, "reset_after": reset_after,
+                       "nonlinearity": nonlinearity, "unit": unit},
+            "vocab": {"unit": unit, "tokens": tokens}}
+    save_model(path, arrays, meta)
+    return path
+
+
+def _step(model, tok, state):
+    """One token through the seqtool.nn layers: returns the new state."""
+    x = model.embed[[tok]][None]  # (1, 1, E)
+    with no_grad():
+        if model.cell == "lstm":
+            _, (h, c) = model.rnn(x, state)
+            return h.data, c.data
+        _, h = model.rnn(x, None if state is None else state[0])
+        return h.data, None
+
+
+def _ref_pick(logits, temperature, top_k, argmax, u):
+    if argmax:
+        return int(np.argmax(logits))
+    lg = logits.astype(np.float64)
+    p = np.exp((lg - lg.max()) / temperature)
+    if 0 < top_k < len(lg):
+        p[lg < np.sort(lg)[-top_k]] = 0.0
+    cum = np.cumsum(p)
+    return int(min(np.searchsorted(cum, u * cum[-1], side="right"), len(lg) - 1))
+
+
+def ref_generate(model, prime_text, n, temperature=1.0, top_k=0, argmax=False, uniforms=None):
+    state = None
+    for tok in encode(model, prime_text):
+        state = _step(model, int(tok), state)
+    out = []
+    for i in range(n):
+        h_top = np.zeros(model.hidden, np.float32) if state is None else state[0][-1, 0]
+        logits = model.head_w @ h_top + model.head_b
+        tok = _ref_pick(logits, temperature, top_k, argmax, None if uniforms is None else uniforms[i])
+        out.append(tok)
+        state = _step(model, tok, state)
+    return out, state
+
+
+def run_kernel(model, prime_text, n, temperature=1.0, top_k=0, argmax=False, uniforms=None):
+    h, c = prime(model, prime_text)
+    out = np.empty(n, np.int64)
+    u = np.zeros(n) if uniforms is None else uniforms
+    sample_tokens(*_kernel_weights(model), h, c, _CELLS[model.cell], model.reset_after,
+                  model.relu, temperature, top_k, argmax, u, out)
+    return out.tolist(), (h, c)
+
+
+CONFIGS = [("lstm", True, "tanh"), ("gru", True, "tanh"), ("gru", False, "tanh"),
+           ("rnn", True, "tanh"), ("rnn", True, "relu")]
+
+
+@pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS)
+def test_argmax_matches_step_by_step_reference(tmp_path, cell, reset_after, nonlin):
+    m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, reset_after=reset_after,
+                                nonlinearity=nonlin, head_scale=3.0))
+    got, (h, c) = run_kernel(m, "abc de", 60, argmax=True)
+    want, (h_ref, c_ref) = ref_generate(m, "abc de", 60, argmax=True)
+    assert got == want
+    # the state the kernel carries matches the layers' state after the same tokens
+    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
+    if cell == "lstm":
+        np.testing.assert_allclose(c, c_ref[:, 0], atol=2e-5)
+
+
+@pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS[:3])
+@pytest.mark.parametrize("top_k", [0, 4])
+def test_temperature_sampling_matches_reference_with_same_uniforms(tmp_path, cell, reset_after,
+                                                                   nonlin, top_k):
+    m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=3, reset_after=reset_after,
+                                nonlinearity=nonlin, seed=3))
+    u = np.random.default_rng(7).random(80)
+    got, _ = run_kernel(m, "hi", 80, temperature=0.7, top_k=top_k, uniforms=u)
+    want, _ = ref_generate(m, "hi", 80, temperature=0.7, top_k=top_k, uniforms=u)
+    assert got == want
+    if top_k:  # every pick lies among the top k of its step (checked by the reference too)
+        assert len(set(got)) > 1
+
+
+def test_one_layer_and_no_prime_start_from_head_bias(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st", "lstm", layers=1, hidden=16, embed=16))
+    got, _ = run_kernel(m, "", 30, argmax=True)
+    want, _ = ref_generate(m, "", 30, argmax=True)
+    assert got == want
+    assert got[0] == int(np.argmax(m.head_b))
+
+
+def test_seed_determinism_and_chunking(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st", "gru"))
+    a = generate(m, 300, seed=5, prime_text="ab")
+    assert a.startswith("ab") and len(a) == 302
+    assert generate(m, 300, seed=5, prime_text="ab") == a
+    assert generate(m, 300, seed=5, prime_text="ab", chunk=7) == a  # --stream chunking
+    assert generate(m, 300, seed=6, prime_text="ab") != a
+    assert generate(m, 300, seed=5, prime_text="ab", include_prime=False) == a[2:]
+
+
+def test_prime_state_equals_token_by_token_state(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st", "lstm", layers=2))
+    text = "hello. abc\ndef"
+    h, c = prime(m, text)
+    state = None
+    for tok in encode(m, text):
+        state = _step(m, int(tok), state)
+    np.testing.assert_allclose(h, state[0][:, 0], atol=1e-5)
+    np.testing.assert_allclose(c, state[1][:, 0], atol=1e-5)
+    h0, c0 = prime(m, "")
+    assert not h0.any() and not c0.any()
+
+
+def test_prime_with_unknown_characters_names_them(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st"))
+    with pytest.raises(SeqtoolError, match=r"'X'.*'Z'") as e:
+        generate(m, 5, prime_text="abXcZX")
+    assert "\n" not in str(e.value)
+
+
+def test_stop_at_stops_right_after_the_string(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st"))
+    full = generate(m, 400, seed=2, include_prime=False)
+    stop = full[150:152]
+    end = full.find(stop) + len(stop)
+    assert generate(m, 400, seed=2, include_prime=False, stop_at=stop) == full[:end]
+    assert generate(m, 400, seed=2, include_prime=False, stop_at="no such thing") == full
+
+
+def test_byte_unit_output_is_always_valid_utf8(tmp_path):
+    # large random head weights and no bias: every step emits an arbitrary byte
+    m = load_charlm(make_charlm(tmp_path / "m.st", "rnn", layers=1, tokens=list(range(256)),
+                                unit="byte", head_scale=4.0, head_bias=False))
+    for seed in range(3):
+        text = generate(m, 3000, seed=seed, prime_text="é")
+        text.encode("utf-8")  # no surrogates: encodable means valid UTF-8 on stdout
+        assert text.startswith("é")
+        assert "\ufffd" in text  # random bytes are mostly invalid and were replaced
+        assert generate(m, 3000, seed=seed, prime_text="é", chunk=1) == text
+
+
+def test_byte_detokenizer_holds_back_and_replaces(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st", "rnn", layers=1, tokens=list(range(256)),
+                                unit="byte"))
+    d = _Detokenizer(m, after_prime=False)
+    euro = "€".encode()  # 3 bytes
+    assert d.feed(np.array([euro[0], euro[1]])) == ""  # incomplete: held back
+    assert d.feed(np.array([euro[2], 0x41, 0xFF])) == "€A\ufffd"
+    assert d.feed(np.array([euro[0]])) == ""
+    assert d.finish() == "\ufffd"  # incomplete tail at the end
+
+
+def test_word_unit_joins_with_spaces(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st", tokens=["the", "cat", "sat", "\n"],
+                                unit="word"))
+    text = generate(m, 20, seed=1, prime_text="the cat")
+    assert text.startswith("the cat ") and len(text.split(" ")) >= 21
+    with pytest.raises(SeqtoolError, match="'dog'"):
+        prime(m, "the dog")
+
+
+def _ref_nll(m, ids):
+    total, state = 0.0, None
+    for t in range(len(ids) - 1):
+        state = _step(m, int(ids[t]), state)
+        lg = (m.head_w @ state[0][-1, 0] + m.head_b).astype(np.float64)
+        total += np.log(np.exp(lg - lg.max()).sum()) + lg.max() - lg[ids[t + 1]]
+    return total
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_text_loss_matches_reference(tmp_path, cell):
+    m = load_charlm(make_charlm(tmp_path / "m.st", cell))
+    text = "abc def\nghij. klm, nop"
+    loss, n = text_loss(m, text)
+    assert n == len(text) - 1
+    assert loss == pytest.approx(_ref_nll(m, encode(m, text)) / n, rel=1e-5)
+    assert np.isnan(text_loss(m, "a")[0]) and text_loss(m, "a")[1] == 0
+
+
+def test_batched_loss_equals_sum_of_segments(tmp_path):
+    m = load_charlm(make_charlm(tmp_path / "m.st", "lstm"))
+    ids = np.random.default_rng(0).integers(0, len(CHARS), 45)
+    total, n = _token_losses_sum(m, ids, batch=4, window=7, min_segment=10)
+    assert n == 44
+    S = 11  # 44 predictions in 4 segments of 11: each segment starts from a zero state
+    want = sum(_ref_nll(m, ids[j * S:j * S + S + 1]) for j in range(4))
+    assert total == pytest.approx(want, rel=1e-5)
