@@ -86,17 +86,17 @@ class RNNLayerFn(Function):
     def forward(self, x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, relu=False):
         K = _kernels(x).rnn
         x, h0 = _c(x), _c(h0)
-        y, h = K.rnn_forward(x, h0, w_ih, w_hh, b_ih + b_hh, lengths, reverse, relu, _nthreads(x))
-        self.save_for_backward(x, w_ih, w_hh, h, lengths)
+        y, h, act = K.rnn_forward(x, h0, w_ih, w_hh, b_ih + b_hh, lengths, reverse, relu, _nthreads(x))
+        self.save_for_backward(x, w_ih, w_hh, h, act, lengths)
         self.reverse, self.relu = reverse, relu
         return y, h[0 if reverse else x.shape[0]].copy()
 
     def backward(self, dy, dh_n):
-        x, w_ih, w_hh, h, lengths = self.saved_tensors
+        x, w_ih, w_hh, h, act, lengths = self.saved_tensors
         zeros = h[0] * 0
         dy = _c(dy) if dy is not None else np.zeros_like(h[1:])
         dx, dh0, dw_ih, dw_hh, db = _kernels(x).rnn.rnn_backward(
-            x, w_ih, w_hh, h, lengths, self.reverse, self.relu, dy,
+            x, w_ih, w_hh, h, act, lengths, self.reverse, self.relu, dy,
             zeros if dh_n is None else _c(dh_n), self.needs_input_grad[0], _nthreads(x))
         return (dx if self.needs_input_grad[0] else None), dh0, dw_ih, dw_hh, db, db.copy()
 
