@@ -46,7 +46,7 @@ class LSTMLayerFn(Function):
         self.save_for_backward(x, w_ih, w_hh, h, c, gates, lengths)
         self.reverse = reverse
         end = 0 if reverse else x.shape[0]
-        return y, h[end].copy(), np.ascontiguousarray(c[end].T)  # c is stored (T+1, H, N)
+        return y, h[end].copy(), c[end].T.copy()  # c is stored (T+1, H, N); .copy() works for CuPy too
 
     def backward(self, dy, dh_n, dc_n):
         x, w_ih, w_hh, h, c, gates, lengths = self.saved_tensors

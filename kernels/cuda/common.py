@@ -1,0 +1,143 @@
+"""What the CUDA kernels share: the device check, the array module, launch shapes, activations.
+
+Split of the work (same as the CPU kernels, different engines):
+  GEMMs  input projection of all steps, the per-step h_{t-1} W_hh^T, dW summed over time:
+         through the array module of the inputs (CuPy -> cuBLAS; NumPy under the simulator)
+  gates  per-step fused elementwise arithmetic: @cuda.jit kernels, one thread per (n, j)
+
+numba.cuda is imported on first use, never at import time, so that `import seqtool.kernels.cuda`
+works on a CPU-only install; the kernels are built per dtype on first call (see `kernel_cache`).
+"""
+import functools
+import os
+
+import numpy as np
+
+from seqtool.errors import SeqtoolError
+
+# Threads per block of the elementwise kernels. Module-level so tests can shrink it (the
+# simulator runs each thread as a Python thread; tiny blocks exercise the grid arithmetic).
+BLOCK = 128
+
+# numba.cuda once loaded, as a module global: the simulator swaps module globals that
+# refer to numba.cuda for its fake (a closure variable would keep the real one).
+_cuda = None
+
+NO_GPU = "no CUDA GPU found; use --device cpu"
+
+
+def simulator():
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
+
+
+def cuda():
+    """numba.cuda, or a clear SeqtoolError when it is missing or there is no usable device."""
+    try:
+        from numba import cuda as numba_cuda
+    except ImportError as err:  # numba without its CUDA target: pip install seqtool[cuda]
+        raise SeqtoolError(f"{NO_GPU} (numba.cuda unavailable: {err})") from None
+    if not numba_cuda.is_available():  # the simulator counts as available
+        raise SeqtoolError(NO_GPU)
+    return numba_cuda
+
+
+def array_module(a):
+    """cupy for CuPy arrays; numpy for host arrays, which only the simulator may take."""
+    if type(a).__module__.startswith("cupy"):
+        import cupy
+
+        return cupy
+    if not simulator():
+        raise SeqtoolError("the CUDA kernels take CuPy arrays (NumPy arrays only under NUMBA_ENABLE_CUDASIM=1)")
+    return np
+
+
+def prepare(x, lengths):
+    """(numba.cuda, array module, lengths on the device as int64 (N,)). Called by every entry point."""
+    cu = cuda()
+    xp = array_module(x)
+    T, N = x.shape[0], x.shape[1]
+    if lengths is None:
+        lengths = np.full(N, T, np.int64)
+    return cu, xp, xp.ascontiguousarray(xp.asarray(lengths), dtype=xp.int64)
+
+
+def grid(total):
+    """Blocks of BLOCK threads covering `total` threads (at least one block)."""
+    return max(1, -(-total // BLOCK)), BLOCK
+
+
+def step_slots(t, reverse):
+    """(prev, cur): the state-chain slots read and written by step t (see kernels/lstm.py)."""
+    return (t + 1, t) if reverse else (t, t + 1)
+
+
+def time_order(T, reverse):
+    return range(T - 1, -1, -1) if reverse else range(T)
+
+
+def kernel_cache(builder):
+    """Memoize a kernel builder on its (hashable) arguments, typically the numpy dtype."""
+    return functools.lru_cache(maxsize=None)(builder)
+
+
+def activations(dtype):
+    """(one, sigm, tanh_) device functions typed for dtype.
+
+    `one` is a numpy scalar of the dtype: captured as a constant, it keeps float32 arithmetic in
+    float32 (a bare 1.0 literal is float64 in Numba and would promote every gate to double).
+    Both precisions use the exact functions (tanhf/expf on the device).
+    """
+    import math
+
+    cu = cuda()
+    one = np.dtype(dtype).type(1.0)
+
+    @cu.jit(device=True)
+    def sigm(v):
+        return one / (one + math.exp(-v))
+
+    @cu.jit(device=True)
+    def tanh_(v):
+        return math.tanh(v)
+
+    return one, sigm, tanh_
+
+
+@kernel_cache
+def _merge_kernel(dtype):
+    cu = cuda()
+    global _cuda
+    _cuda = cu
+
+    @cu.jit
+    def merge(dst, src, lengths, t, add, batch_axis):
+        # dst (+)= src for the batch rows still inside their sequence at step t.
+        k = _cuda.grid(1)
+        if k >= dst.shape[0] * dst.shape[1]:
+            return
+        if batch_axis == 1:  # (H, N): n fastest, coalesced
+            N = dst.shape[1]
+            j = k // N
+            n = k - j * N
+            if t < lengths[n]:
+                if add:
+                    dst[j, n] += src[j, n]
+                else:
+                    dst[j, n] = src[j, n]
+        else:  # (N, H)
+            H = dst.shape[1]
+            n = k // H
+            j = k - n * H
+            if t < lengths[n]:
+                if add:
+                    dst[n, j] += src[n, j]
+                else:
+                    dst[n, j] = src[n, j]
+
+    return merge
+
+
+def merge_rows(dst, src, lengths, t, add, batch_axis=0):
+    """The recurrent gradient (dgates_t through W_hh) reaches only the rows valid at step t."""
+    _merge_kernel(dst.dtype)[grid(dst.size)](dst, src, lengths, t, bool(add), batch_axis)

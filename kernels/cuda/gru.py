@@ -1,0 +1,180 @@
+"""GRU layer on the GPU, one direction: the CUDA twin of seqtool.kernels.gru.
+
+Gate order r, z, n; both forms (see kernels/gru.py):
+  reset_after=True:  n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   one GEMM per step
+  reset_after=False: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)   two GEMMs per step
+Shapes and saved arrays as in kernels/gru.py:
+  h      (T+1, N, H)  state chain
+  gates  (3H, T, N)   activated r, z, n (zero on padding)
+  hn     (H, T, N)    reset_after: W_hn h + b_hn; classic: r * h_{t-1} (the input of W_hn)
+Each step: GEMM(s) through the array module, fused kernels with a thread per (j, n), n fastest.
+"""
+from seqtool.kernels.cuda import common
+from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
+
+# numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
+# for its fake (a closure variable would keep the real module).
+cuda = None
+
+
+@kernel_cache
+def _kernels(dtype):
+    global cuda
+    cu = cuda = common.cuda()
+    one, sigm, tanh_ = common.activations(dtype)
+
+    @cu.jit
+    def forward_rz(gates, rec, b_ih, b_hh, h, hn, lengths, t, prev, reset_after):
+        # r, z from the input projection and rec (3H or 2H, N) = W_h h_{t-1}^T;
+        # hn: W_hn h + b_hn (reset_after) or r * h_{t-1} (classic: the next GEMM's input).
+        k = cuda.grid(1)
+        N, H = h.shape[1], h.shape[2]
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            for q in range(3):
+                gates[q * H + j, t, n] = 0
+            hn[j, t, n] = 0
+            return
+        r_ = sigm(gates[j, t, n] + b_ih[j] + rec[j, n] + b_hh[j])
+        gates[j, t, n] = r_
+        gates[H + j, t, n] = sigm(gates[H + j, t, n] + b_ih[H + j] + rec[H + j, n] + b_hh[H + j])
+        if reset_after:
+            hn[j, t, n] = rec[2 * H + j, n] + b_hh[2 * H + j]
+        else:
+            hn[j, t, n] = r_ * h[prev, n, j]
+
+    @cu.jit
+    def forward_n(gates, rec_n, b_ih, b_hh, h, hn, y, lengths, t, prev, cur, reset_after):
+        # rec_n (H, N) = W_hn (r * h_{t-1})^T, classic form only (unused otherwise).
+        k = cuda.grid(1)
+        N, H = h.shape[1], h.shape[2]
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            h[cur, n, j] = h[prev, n, j]
+            y[t, n, j] = 0
+            return
+        if reset_after:
+            nv = tanh_(gates[2 * H + j, t, n] + b_ih[2 * H + j] + gates[j, t, n] * hn[j, t, n])
+        else:
+            nv = tanh_(gates[2 * H + j, t, n] + b_ih[2 * H + j] + rec_n[j, n] + b_hh[2 * H + j])
+        gates[2 * H + j, t, n] = nv
+        z_ = gates[H + j, t, n]
+        hv = (one - z_) * nv + z_ * h[prev, n, j]
+        h[cur, n, j] = hv
+        y[t, n, j] = hv
+
+    @cu.jit
+    def backward_a(dgx, dgh, dh, gates, hn, h, dy, lengths, t, prev, reset_after):
+        # dgx: gradients of the input-side pre-activations, dgh: of the hidden-side ones.
+        # dh (H, N) leaves holding the direct path dh_t * z; the GEMM terms are added after.
+        k = cuda.grid(1)
+        H, N = dh.shape
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            for q in range(3):
+                dgx[q * H + j, t, n] = 0
+                dgh[q * H + j, t, n] = 0
+            return
+        r_ = gates[j, t, n]
+        z_ = gates[H + j, t, n]
+        n_ = gates[2 * H + j, t, n]
+        dh_t = dh[j, n] + dy[t, n, j]
+        dn_pre = dh_t * (one - z_) * (one - n_ * n_)
+        dz = dh_t * (h[prev, n, j] - n_) * z_ * (one - z_)
+        dgx[H + j, t, n] = dz
+        dgh[H + j, t, n] = dz
+        dgx[2 * H + j, t, n] = dn_pre
+        dh[j, n] = dh_t * z_
+        if reset_after:
+            dr = dn_pre * hn[j, t, n] * r_ * (one - r_)
+            dgx[j, t, n] = dr
+            dgh[j, t, n] = dr
+            dgh[2 * H + j, t, n] = dn_pre * r_
+        else:
+            dgh[2 * H + j, t, n] = dn_pre
+
+    @cu.jit
+    def backward_r(dgx, dgh, dh, d_rh, gates, h, lengths, t, prev):
+        # Classic form: d_rh (H, N) = W_hn^T dn_pre is the gradient of r * h_{t-1}.
+        k = cuda.grid(1)
+        H, N = dh.shape
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            return
+        r_ = gates[j, t, n]
+        dr = d_rh[j, n] * h[prev, n, j] * r_ * (one - r_)
+        dgx[j, t, n] = dr
+        dgh[j, t, n] = dr
+        dh[j, n] += d_rh[j, n] * r_
+
+    return forward_rz, forward_n, backward_a, backward_r
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nthreads):
+    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), gates (3H, T, N), hn (H, T, N)."""
+    cu, xp, lengths = common.prepare(x, lengths)
+    T, N, D = x.shape
+    H = h0.shape[1]
+    forward_rz, forward_n, _, _ = _kernels(x.dtype)
+    w_h = w_hh if reset_after else w_hh[:2 * H]
+    w_hn = w_hh[2 * H:]
+    gates = (w_ih @ x.reshape(T * N, D).T).reshape(3 * H, T, N)  # all steps' input projection
+    hn = xp.empty((H, T, N), x.dtype)
+    h = xp.empty((T + 1, N, H), x.dtype)
+    y = xp.empty((T, N, H), x.dtype)
+    h[T if reverse else 0] = h0
+    launch = grid(N * H)
+    ra = bool(reset_after)
+    for t in time_order(T, reverse):
+        prev, cur = step_slots(t, reverse)
+        rec = w_h @ h[prev].T  # (3H or 2H, N)
+        forward_rz[launch](gates, rec, b_ih, b_hh, h, hn, lengths, t, prev, ra)
+        rec_n = rec if reset_after else w_hn @ hn[:, t]  # classic: W_hn (r * h)^T, (H, N)
+        forward_n[launch](gates, rec_n, b_ih, b_hh, h, hn, y, lengths, t, prev, cur, ra)
+    return y, h, gates, hn
+
+
+def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy, dh_n, need_dx, nthreads):
+    """Returns dx (T, N, D), dh0 (N, H), dw_ih (3H, D), dw_hh (3H, H), db_ih, db_hh (3H,)."""
+    cu, xp, lengths = common.prepare(x, lengths)
+    T, N, D = x.shape
+    H = h.shape[2]
+    _, _, backward_a, backward_r = _kernels(x.dtype)
+    w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 3H)
+    w_hrz_t, w_hn_t = w_hh_t[:, :2 * H], w_hh_t[:, 2 * H:]
+    dgx = xp.empty((3 * H, T, N), x.dtype)
+    dgh = xp.empty((3 * H, T, N), x.dtype)
+    dh = xp.ascontiguousarray(dh_n.T)  # (H, N)
+    launch = grid(N * H)
+    ra = bool(reset_after)
+    for t in time_order(T, not reverse):
+        prev, _ = step_slots(t, reverse)
+        backward_a[launch](dgx, dgh, dh, gates, hn, h, dy, lengths, t, prev, ra)
+        if reset_after:
+            dh_rec = w_hh_t @ dgh[:, t]
+        else:
+            d_rh = w_hn_t @ dgx[2 * H:, t]  # (H, N); zero columns on padding
+            backward_r[launch](dgx, dgh, dh, d_rh, gates, h, lengths, t, prev)
+            dh_rec = w_hrz_t @ dgx[:2 * H, t]
+        common.merge_rows(dh, dh_rec, lengths, t, True, batch_axis=1)
+    gx2 = dgx.reshape(3 * H, T * N)
+    gh2 = dgh.reshape(3 * H, T * N)
+    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
+    dw_hh = gh2 @ h_in
+    if not reset_after:
+        dw_hh[2 * H:] = gh2[2 * H:] @ hn.reshape(H, T * N).T  # W_hn multiplies r * h, not h
+    dx = (gx2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
+    return (dx, xp.ascontiguousarray(dh.T), gx2 @ x.reshape(T * N, D), dw_hh, gx2.sum(axis=1),
+            gh2.sum(axis=1))

@@ -1,0 +1,136 @@
+"""LSTM layer on the GPU, one direction: the CUDA twin of seqtool.kernels.lstm.
+
+Same names, arguments, shapes and saved arrays as the CPU kernel (see kernels/lstm.py):
+  x (T, N, D); w_ih (4H, D); w_hh (4H, H); b (4H,); lengths (N,) int64
+  h      (T+1, N, H)  state chain (slot convention of kernels/lstm.py)
+  c      (T+1, H, N)  cell chain, same slots, gate-major
+  gates  (4H, T, N)   activated i, f, g, o (zero on padding)
+Per step: one GEMM through the array module, rec (4H, N) = W_hh h_{t-1}^T, then one fused
+kernel with a thread per (j, n), n fastest, so that gate-major reads and writes coalesce.
+For small H the forward may instead run as one persistent launch (persistent.py).
+"""
+from seqtool.kernels.cuda import common, persistent
+from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
+
+# numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
+# for its fake (a closure variable would keep the real module).
+cuda = None
+
+
+@kernel_cache
+def _kernels(dtype):
+    global cuda
+    cu = cuda = common.cuda()
+    one, sigm, tanh_ = common.activations(dtype)
+
+    @cu.jit
+    def forward_step(gates, rec, b, h, c, y, lengths, t, prev, cur):
+        # gates[:, t] (4H, N): input projection in, activated gates out
+        k = cuda.grid(1)
+        N, H = h.shape[1], h.shape[2]
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            for q in range(4):
+                gates[q * H + j, t, n] = 0
+            c[cur, j, n] = c[prev, j, n]
+            h[cur, n, j] = h[prev, n, j]
+            y[t, n, j] = 0
+            return
+        i_ = sigm(gates[j, t, n] + rec[j, n] + b[j])
+        f_ = sigm(gates[H + j, t, n] + rec[H + j, n] + b[H + j])
+        g_ = tanh_(gates[2 * H + j, t, n] + rec[2 * H + j, n] + b[2 * H + j])
+        o_ = sigm(gates[3 * H + j, t, n] + rec[3 * H + j, n] + b[3 * H + j])
+        cv = f_ * c[prev, j, n] + i_ * g_
+        hv = o_ * tanh_(cv)
+        gates[j, t, n] = i_
+        gates[H + j, t, n] = f_
+        gates[2 * H + j, t, n] = g_
+        gates[3 * H + j, t, n] = o_
+        c[cur, j, n] = cv
+        h[cur, n, j] = hv
+        y[t, n, j] = hv
+
+    @cu.jit
+    def backward_step(dgates, dh, dc, gates, c, dy, lengths, t, prev, cur):
+        # dh, dc (H, N): gradients carried into step t. dc leaves as the one reaching c_{t-1};
+        # dh is replaced afterwards by (W_hh^T dgates_t) on the valid rows (common.merge_rows).
+        k = cuda.grid(1)
+        H, N = dh.shape
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            for q in range(4):
+                dgates[q * H + j, t, n] = 0  # padding: the carried gradients pass through
+            return
+        i_ = gates[j, t, n]
+        f_ = gates[H + j, t, n]
+        g_ = gates[2 * H + j, t, n]
+        o_ = gates[3 * H + j, t, n]
+        dh_t = dh[j, n] + dy[t, n, j]
+        tc = tanh_(c[cur, j, n])
+        dc_t = dc[j, n] + dh_t * o_ * (one - tc * tc)
+        dgates[j, t, n] = dc_t * g_ * i_ * (one - i_)
+        dgates[H + j, t, n] = dc_t * c[prev, j, n] * f_ * (one - f_)
+        dgates[2 * H + j, t, n] = dc_t * i_ * (one - g_ * g_)
+        dgates[3 * H + j, t, n] = dh_t * tc * o_ * (one - o_)
+        dc[j, n] = dc_t * f_
+
+    return forward_step, backward_step
+
+
+def _start(x, h0, c0, w_ih, H, reverse, xp):
+    """The input projection of all steps, gate-major, and the chains with their initial slot."""
+    T, N, D = x.shape
+    gates = (w_ih @ x.reshape(T * N, D).T).reshape(4 * H, T, N)  # (4H, T, N)
+    h = xp.empty((T + 1, N, H), x.dtype)
+    c = xp.empty((T + 1, H, N), x.dtype)
+    y = xp.empty((T, N, H), x.dtype)
+    first = T if reverse else 0
+    h[first] = h0
+    c[first] = c0.T
+    return gates, h, c, y
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
+    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), c (T+1, H, N), gates (4H, T, N)."""
+    cu, xp, lengths = common.prepare(x, lengths)
+    T, N, D = x.shape
+    H = h0.shape[1]
+    gates, h, c, y = _start(x, h0, c0, w_ih, H, reverse, xp)
+    if persistent.use_persistent(T, N, H, x.dtype):
+        persistent.run(gates, b, w_hh, h, c, y, lengths, reverse)
+        return y, h, c, gates
+    forward_step, _ = _kernels(x.dtype)
+    launch = grid(N * H)
+    for t in time_order(T, reverse):
+        prev, cur = step_slots(t, reverse)
+        rec = w_hh @ h[prev].T  # (4H, N)
+        forward_step[launch](gates, rec, b, h, c, y, lengths, t, prev, cur)
+    return y, h, c, gates
+
+
+def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, need_dx, nthreads):
+    """Returns dx (T, N, D), dh0, dc0 (N, H), dw_ih (4H, D), dw_hh (4H, H), db (4H,)."""
+    cu, xp, lengths = common.prepare(x, lengths)
+    T, N, D = x.shape
+    H = h.shape[2]
+    _, backward_step = _kernels(x.dtype)
+    dgates = xp.empty((4 * H, T, N), x.dtype)  # gradients of the gate pre-activations
+    dh = xp.ascontiguousarray(dh_n.T)  # (H, N)
+    dc = xp.ascontiguousarray(dc_n.T)
+    w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 4H)
+    launch = grid(N * H)
+    for t in time_order(T, not reverse):  # the opposite order of the forward sweep
+        prev, cur = step_slots(t, reverse)
+        backward_step[launch](dgates, dh, dc, gates, c, dy, lengths, t, prev, cur)
+        common.merge_rows(dh, w_hh_t @ dgates[:, t], lengths, t, False, batch_axis=1)
+    dg2 = dgates.reshape(4 * H, T * N)
+    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)  # the states that fed each step
+    dx = (dg2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
+    return (dx, xp.ascontiguousarray(dh.T), xp.ascontiguousarray(dc.T), dg2 @ x.reshape(T * N, D),
+            dg2 @ h_in, dg2.sum(axis=1))

@@ -1,0 +1,170 @@
+"""Persistent LSTM forward: the whole sequence in ONE launch, for small hidden sizes.
+
+The per-step path launches a GEMM and a gate kernel for every step; for small N and H each of
+those is pure launch latency. Here one thread block owns R batch rows for the whole sequence
+and loops over time itself:
+  shared  w_s   (4H, H)    recurrent weights, staged once (when they fit, see below)
+          hs    (2, R, H)  h_{t-1} of the block's rows, double-buffered by step parity
+  step t: thread -> units (r, j) strided by blockDim; four dot products of hs[p, r] with rows
+          j, H+j, 2H+j, 3H+j of W_hh, the gate arithmetic of lstm.py, write hs[1-p];
+          cuda.syncthreads() between steps. Rows never interact, so no grid sync is needed.
+The c state of (r, j) is touched by one thread only, so it goes straight through global memory.
+Memory: 4H*H + 2RH values of shared memory. Static shared memory is limited to 48 KiB per
+block, so W_hh is staged only when it fits: float32 H <= 55, float64 H <= 38 (at R=1). Larger H
+(up to MAX_H) reads W_hh from global memory (L2-resident: 1 MiB at H=256 float32) instead.
+Outputs are identical in layout to lstm.lstm_forward (gates activated, zero on padding), so
+lstm_backward runs unchanged on them.
+"""
+import contextlib
+
+import numpy as np
+
+from seqtool.kernels.cuda import common
+
+MAX_H = 256
+SMEM_BYTES = 48 * 1024
+THREADS = 256  # threads per block (tests shrink it)
+ROWS = None  # batch rows per block; None: THREADS // H, at least 1 (tests set it)
+# numba.cuda, set on first build (the simulator swaps module globals referring to it).
+cuda = None
+FORCE = None  # None: use_persistent decides; True / False: always / never (tests, benchmarks)
+
+
+@contextlib.contextmanager
+def forced(mode):
+    """with forced(True): ... runs lstm_forward on the persistent kernel (False: per-step)."""
+    global FORCE
+    old, FORCE = FORCE, mode
+    try:
+        yield
+    finally:
+        FORCE = old
+
+
+def rows_per_block(N, H):
+    return max(1, min(N, ROWS if ROWS is not None else THREADS // H))
+
+
+def staged(H, R, dtype):
+    return (4 * H * H + 2 * R * H) * np.dtype(dtype).itemsize <= SMEM_BYTES
+
+
+def use_persistent(T, N, H, dtype=np.float32):
+    """Policy: the persistent kernel for small H and few blocks' worth of rows.
+
+    Not measured on a GPU yet (none available when this was written). The reasoning: per step,
+    the per-step path costs two launches plus a GEMM call (~10-20 us of latency when N, H are
+    small); the persistent kernel costs one serial dot product of length H per gate per thread.
+    Unstaged weights are re-read from L2 by every block every step (4H^2 values), so that case
+    is limited to few blocks.
+    """
+    if FORCE is not None:
+        return bool(FORCE)
+    if H > MAX_H or T < 2:
+        return False
+    R = rows_per_block(N, H)
+    blocks = -(-N // R)
+    return blocks <= (128 if staged(H, R, dtype) else 16)
+
+
+@common.kernel_cache
+def _kernel(dtype, H, R, stage):
+    global cuda
+    cu = cuda = common.cuda()
+    one, sigm, tanh_ = common.activations(dtype)
+    nb_dtype = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}[np.dtype(dtype)]
+    from numba import types
+
+    ty = getattr(types, nb_dtype)
+    W_SHAPE = (4 * H, H) if stage else (1, 1)
+    HS_SHAPE = (2, R, H)
+
+    @cu.jit(device=True)
+    def rec4(W, hs, p, r, j):
+        # Row r of h_{t-1} times rows j, H+j, 2H+j, 3H+j of W_hh.
+        a_i = hs[p, r, 0] * 0
+        a_f = a_i
+        a_g = a_i
+        a_o = a_i
+        for m in range(H):
+            hm = hs[p, r, m]
+            a_i += W[j, m] * hm
+            a_f += W[H + j, m] * hm
+            a_g += W[2 * H + j, m] * hm
+            a_o += W[3 * H + j, m] * hm
+        return a_i, a_f, a_g, a_o
+
+    @cu.jit
+    def lstm_persistent(gates, b, w_hh, h, c, y, lengths, reverse):
+        # Layouts of lstm.py: gates (4H, T, N), h (T+1, N, H), c (T+1, H, N), y (T, N, H).
+        T = y.shape[0]
+        N = y.shape[1]
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        n0 = cuda.blockIdx.x * R
+        w_s = cuda.shared.array(W_SHAPE, ty)
+        hs = cuda.shared.array(HS_SHAPE, ty)
+        if stage:
+            for k in range(tid, 4 * H * H, nt):
+                w_s[k // H, k % H] = w_hh[k // H, k % H]
+        first = T if reverse else 0
+        for k in range(tid, R * H, nt):
+            j = k // R
+            r = k - j * R
+            if n0 + r < N:
+                hs[0, r, j] = h[first, n0 + r, j]
+        cuda.syncthreads()
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            prev = t + 1 if reverse else t
+            cur = t if reverse else t + 1
+            p = s % 2
+            for k in range(tid, R * H, nt):  # units (r, j), r fastest
+                j = k // R
+                r = k - j * R
+                n = n0 + r
+                if n < N:
+                    if t >= lengths[n]:
+                        for q in range(4):
+                            gates[q * H + j, t, n] = 0
+                        c[cur, j, n] = c[prev, j, n]
+                        hv = hs[p, r, j]
+                        y[t, n, j] = 0
+                    else:
+                        if stage:
+                            a_i, a_f, a_g, a_o = rec4(w_s, hs, p, r, j)
+                        else:
+                            a_i, a_f, a_g, a_o = rec4(w_hh, hs, p, r, j)
+                        i_ = sigm(gates[j, t, n] + a_i + b[j])
+                        f_ = sigm(gates[H + j, t, n] + a_f + b[H + j])
+                        g_ = tanh_(gates[2 * H + j, t, n] + a_g + b[2 * H + j])
+                        o_ = sigm(gates[3 * H + j, t, n] + a_o + b[3 * H + j])
+                        cv = f_ * c[prev, j, n] + i_ * g_
+                        hv = o_ * tanh_(cv)
+                        gates[j, t, n] = i_
+                        gates[H + j, t, n] = f_
+                        gates[2 * H + j, t, n] = g_
+                        gates[3 * H + j, t, n] = o_
+                        c[cur, j, n] = cv
+                        y[t, n, j] = hv
+                    h[cur, n, j] = hv
+                    hs[1 - p, r, j] = hv
+            cuda.syncthreads()  # every read of hs[p] is done before step s+1 overwrites it
+
+    return lstm_persistent
+
+
+def run(gates, b, w_hh, h, c, y, lengths, reverse):
+    """The recurrence of lstm.lstm_forward in one launch: fills gates, h, c, y in place.
+
+    gates holds the input projection on entry, h and c their initial slot (see lstm.py).
+    """
+    xp = common.array_module(gates)
+    T, N, H = y.shape
+    if H > MAX_H:
+        raise ValueError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}")
+    R = rows_per_block(N, H)
+    stage = staged(H, R, gates.dtype)
+    kernel = _kernel(np.dtype(gates.dtype), H, R, stage)
+    threads = min(THREADS, R * H)
+    kernel[-(-N // R), threads](gates, b, xp.ascontiguousarray(w_hh), h, c, y, lengths, bool(reverse))

@@ -1,0 +1,99 @@
+"""Vanilla RNN layer on the GPU, one direction: the CUDA twin of seqtool.kernels.rnn.
+
+  h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  act = tanh or relu
+Shapes and saved arrays as in kernels/rnn.py: x (T, N, D); w_ih (H, D); w_hh (H, H); b (H,);
+h (T+1, N, H) state chain; a (H, T, N) the activations (gate-major, zero on padding), from
+which backward reads the derivative.
+Per step: one GEMM through the array module, one fused kernel with a thread per (j, n), n fastest.
+"""
+from seqtool.kernels.cuda import common
+from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
+
+# numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
+# for its fake (a closure variable would keep the real module).
+cuda = None
+
+
+@kernel_cache
+def _kernels(dtype):
+    global cuda
+    cu = cuda = common.cuda()
+    one, sigm, tanh_ = common.activations(dtype)
+    zero = one - one
+
+    @cu.jit
+    def forward_step(act, rec, b, h, y, lengths, t, prev, cur, relu):
+        # act[:, t] (H, N): input projection in, activation out; rec (H, N) = W_hh h_{t-1}^T
+        k = cuda.grid(1)
+        N, H = h.shape[1], h.shape[2]
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            act[j, t, n] = 0
+            h[cur, n, j] = h[prev, n, j]
+            y[t, n, j] = 0
+            return
+        a = act[j, t, n] + rec[j, n] + b[j]
+        hv = max(a, zero) if relu else tanh_(a)
+        act[j, t, n] = hv
+        h[cur, n, j] = hv
+        y[t, n, j] = hv
+
+    @cu.jit
+    def backward_step(dpre, dh, act, dy, lengths, t, relu):
+        # dh (H, N): gradient carried into step t; replaced afterwards by W_hh^T dpre_t.
+        k = cuda.grid(1)
+        H, N = dh.shape
+        if k >= N * H:
+            return
+        j = k // N
+        n = k - j * N
+        if t >= lengths[n]:
+            dpre[j, t, n] = 0  # padding: dh passes through unchanged
+            return
+        a = act[j, t, n]
+        g = dh[j, n] + dy[t, n, j]
+        if relu:
+            dpre[j, t, n] = g if a > zero else zero
+        else:
+            dpre[j, t, n] = g * (one - a * a)
+
+    return forward_step, backward_step
+
+
+def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
+    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), a (H, T, N)."""
+    cu, xp, lengths = common.prepare(x, lengths)
+    T, N, D = x.shape
+    H = h0.shape[1]
+    forward_step, _ = _kernels(x.dtype)
+    act = (w_ih @ x.reshape(T * N, D).T).reshape(H, T, N)  # all steps' input projection
+    h = xp.empty((T + 1, N, H), x.dtype)
+    y = xp.empty((T, N, H), x.dtype)
+    h[T if reverse else 0] = h0
+    launch = grid(N * H)
+    for t in time_order(T, reverse):
+        prev, cur = step_slots(t, reverse)
+        forward_step[launch](act, w_hh @ h[prev].T, b, h, y, lengths, t, prev, cur, bool(relu))
+    return y, h, act
+
+
+def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_dx, nthreads):
+    """Returns dx (T, N, D), dh0 (N, H), dw_ih (H, D), dw_hh (H, H), db (H,)."""
+    cu, xp, lengths = common.prepare(x, lengths)
+    T, N, D = x.shape
+    H = h.shape[2]
+    _, backward_step = _kernels(x.dtype)
+    dpre = xp.empty((H, T, N), x.dtype)
+    dh = xp.ascontiguousarray(dh_n.T)  # (H, N)
+    w_hh_t = xp.ascontiguousarray(w_hh.T)
+    launch = grid(N * H)
+    for t in time_order(T, not reverse):
+        backward_step[launch](dpre, dh, act, dy, lengths, t, bool(relu))
+        common.merge_rows(dh, w_hh_t @ dpre[:, t], lengths, t, False, batch_axis=1)
+    d2 = dpre.reshape(H, T * N)
+    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
+    dx = (d2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
+    return dx, xp.ascontiguousarray(dh.T), d2 @ x.reshape(T * N, D), d2 @ h_in, d2.sum(axis=1)

@@ -1,0 +1,275 @@
+"""CUDA kernels (seqtool.kernels.cuda) under the CUDA simulator, against the naive reference
+and the CPU kernels: the GPU suite is the CPU suite with the kernel module swapped.
+
+NUMBA_ENABLE_CUDASIM must be set before numba is imported, and the main pytest pass imports
+numba without it, so these tests run in a second pass:
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest -q tests/test_cuda_kernels.py
+
+In the main pass they skip, except the checks that a CPU-only machine must pass (import
+without CuPy or a GPU, and the clear error when a kernel is called). Tiny thread blocks and
+tiny shapes: the simulator runs every thread as a Python thread.
+"""
+import os
+
+import numpy as np
+import pytest
+
+from seqtool import reference, selfcheck
+from seqtool import kernels as cpu
+from seqtool.errors import SeqtoolError
+from seqtool.kernels import cuda as gpu
+from seqtool.kernels.cuda import common, persistent
+
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+needs_sim = pytest.mark.skipif(
+    not SIM, reason="simulator pass: NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/test_cuda_kernels.py")
+
+T, N, D, H = 4, 3, 2, 3
+CASES = [(name, cell, opts, rev, rag) for name, cell, opts in selfcheck.VARIANTS
+         for rev in (False, True) for rag in (False, True)]
+IDS = [f"{c[0]}-{'rev' if c[3] else 'fwd'}-{'ragged' if c[4] else 'full'}" for c in CASES]
+
+
+@pytest.fixture(autouse=True)
+def tiny_blocks(monkeypatch):
+    # 4 threads per block: N*H = 12 (j, n) pairs span several blocks and a partial one.
+    monkeypatch.setattr(common, "BLOCK", 4)
+    monkeypatch.setattr(persistent, "THREADS", 4)
+    monkeypatch.setattr(persistent, "ROWS", 2)
+    monkeypatch.setattr(persistent, "FORCE", None)
+
+
+def make(cell, ragged=True, seed=0, dtype=np.float64, **shape):
+    size = dict(T=T, N=N, D=D, H=H) | shape
+    arrays, lengths = selfcheck.problem(cell, ragged=ragged, seed=seed, dtype=dtype, **size)
+    return arrays, lengths
+
+
+def forward(K, cell, a, lengths, reverse, opts):
+    """The kernel forward of module set K (cpu or gpu) -> its whole return tuple."""
+    if cell == "lstm":
+        return K.lstm.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"] + a["b_hh"],
+                                   lengths, reverse, 1)
+    if cell == "gru":
+        return K.gru.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], lengths,
+                                 reverse, opts["reset_after"], 1)
+    return K.rnn.rnn_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"] + a["b_hh"], lengths,
+                             reverse, opts["relu"], 1)
+
+
+def backward(K, cell, a, lengths, reverse, opts, saved, dy, dh_n, dc_n):
+    """The kernel backward of K on its own forward's saved arrays -> gradient tuple."""
+    if cell == "lstm":
+        _, h, c, gates = saved
+        return K.lstm.lstm_backward(a["x"], a["w_ih"], a["w_hh"], h, c, gates, lengths, reverse, dy, dh_n,
+                                    dc_n, True, 1)
+    if cell == "gru":
+        _, h, gates, hn = saved
+        return K.gru.gru_backward(a["x"], a["w_ih"], a["w_hh"], h, gates, hn, lengths, reverse,
+                                  opts["reset_after"], dy, dh_n, True, 1)
+    _, h, act = saved
+    return K.rnn.rnn_backward(a["x"], a["w_ih"], a["w_hh"], h, act, lengths, reverse, opts["relu"], dy,
+                              dh_n, True, 1)
+
+
+def finals(cell, saved, reverse):
+    """(y, h_n, c_n or None) the way nn.recurrent reads them off the saved chains."""
+    end = 0 if reverse else saved[0].shape[0]
+    c_n = saved[2][end].T if cell == "lstm" else None  # c is stored (T+1, H, N)
+    return saved[0], saved[1][end], c_n
+
+
+def upstream(cell, a, seed):
+    rng = np.random.default_rng(seed)
+    dy = rng.standard_normal(a["x"].shape[:2] + (a["h0"].shape[1],)).astype(a["x"].dtype)
+    dh_n = rng.standard_normal(a["h0"].shape).astype(a["x"].dtype)
+    dc_n = rng.standard_normal(a["h0"].shape).astype(a["x"].dtype)
+    return dy, dh_n, dc_n
+
+
+def valid_mask(lengths, steps, reverse):
+    """(T, N) True where step t of example n is inside its sequence."""
+    return np.arange(steps)[:, None] < lengths[None, :]
+
+
+# --- main pass (no simulator): what a CPU-only install must do -------------------------------
+
+
+def test_package_imports_without_cupy_or_gpu():
+    assert gpu.num_threads() == 1
+    for name in ("lstm", "gru", "rnn"):
+        mod = getattr(gpu, name)
+        assert callable(getattr(mod, f"{name}_forward")) and callable(getattr(mod, f"{name}_backward"))
+
+
+@pytest.mark.skipif(SIM, reason="the simulator counts as a device")
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_kernels_without_a_device_raise_a_clear_error(cell):
+    from numba import cuda
+
+    if cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    a, lengths = make(cell)
+    with pytest.raises(SeqtoolError, match="no CUDA GPU found; use --device cpu"):
+        forward(gpu, cell, a, lengths, False, {"reset_after": True, "relu": False})
+
+
+# --- simulator pass ---------------------------------------------------------------------------
+
+
+@needs_sim
+@pytest.mark.parametrize("name,cell,opts,reverse,ragged", CASES, ids=IDS)
+def test_forward_matches_naive_reference(name, cell, opts, reverse, ragged):
+    a, lengths = make(cell, ragged, seed=1)
+    saved = forward(gpu, cell, a, lengths, reverse, opts)
+    y, h_n, c_n = finals(cell, saved, reverse)
+    y_ref, h_ref, c_ref = reference.layer(cell, a["x"], a["h0"], a.get("c0"), a["w_ih"], a["w_hh"], a["b_ih"],
+                                          a["b_hh"], lengths, reverse=reverse, relu=opts.get("relu", False),
+                                          reset_after=opts.get("reset_after", True))
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h_n, h_ref, rtol=0, atol=1e-12)
+    if cell == "lstm":
+        np.testing.assert_allclose(c_n, c_ref, rtol=0, atol=1e-12)
+    if ragged:
+        assert np.all(y[~valid_mask(lengths, T, reverse)] == 0.0)  # outputs zero past the end
+
+
+@needs_sim
+@pytest.mark.parametrize("name,cell,opts,reverse,ragged", CASES, ids=IDS)
+def test_saved_arrays_and_gradients_match_cpu_kernels(name, cell, opts, reverse, ragged):
+    # Same layouts as the CPU kernels (the autograd Functions index them), same values, and
+    # every gradient equal to the CPU kernels' in float64.
+    a, lengths = make(cell, ragged, seed=2)
+    s_gpu = forward(gpu, cell, a, lengths, reverse, opts)
+    s_cpu = forward(cpu, cell, a, lengths, reverse, opts)
+    assert [s.shape for s in s_gpu] == [s.shape for s in s_cpu]
+    assert all(s.dtype == np.float64 for s in s_gpu)
+    for k, (g, c) in enumerate(zip(s_gpu, s_cpu)):
+        if cell == "gru" and k == 3:  # hn: only read on valid steps, left unspecified on padding
+            keep = valid_mask(lengths, T, reverse)[None]
+            g, c = np.where(keep, g, 0.0), np.where(keep, c, 0.0)
+        np.testing.assert_allclose(g, c, rtol=0, atol=1e-12, err_msg=f"saved array {k}")
+    dy, dh_n, dc_n = upstream(cell, a, seed=3)
+    d_gpu = backward(gpu, cell, a, lengths, reverse, opts, s_gpu, dy, dh_n, dc_n)
+    d_cpu = backward(cpu, cell, a, lengths, reverse, opts, s_cpu, dy, dh_n, dc_n)
+    assert [d.shape for d in d_gpu] == [d.shape for d in d_cpu]
+    for k, (g, c) in enumerate(zip(d_gpu, d_cpu)):
+        np.testing.assert_allclose(g, c, rtol=1e-10, atol=1e-12, err_msg=f"gradient {k}")
+
+
+@needs_sim
+@pytest.mark.parametrize("name,cell,opts,reverse,ragged", CASES, ids=IDS)
+def test_gradients_match_central_differences(name, cell, opts, reverse, ragged):
+    # Independent of the CPU kernels: along a random direction v of every input, the CUDA
+    # backward's <grad, v> equals the central difference of the CUDA forward's loss.
+    a, lengths = make(cell, ragged, seed=4)
+    dy, dh_n, dc_n = upstream(cell, a, seed=5)
+
+    def loss(arrs):
+        y, h_n, c_n = finals(cell, forward(gpu, cell, arrs, lengths, reverse, opts), reverse)
+        return float((y * dy).sum() + (h_n * dh_n).sum() + ((c_n * dc_n).sum() if cell == "lstm" else 0.0))
+
+    grads = backward(gpu, cell, a, lengths, reverse, opts, forward(gpu, cell, a, lengths, reverse, opts),
+                     dy, dh_n, dc_n)
+    if cell == "lstm":
+        dx, dh0, dc0, dw_ih, dw_hh, db = grads
+        g = {"x": dx, "h0": dh0, "c0": dc0, "w_ih": dw_ih, "w_hh": dw_hh, "b_ih": db, "b_hh": db}
+    elif cell == "gru":
+        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
+        g = {"x": dx, "h0": dh0, "w_ih": dw_ih, "w_hh": dw_hh, "b_ih": db_ih, "b_hh": db_hh}
+    else:
+        dx, dh0, dw_ih, dw_hh, db = grads
+        g = {"x": dx, "h0": dh0, "w_ih": dw_ih, "w_hh": dw_hh, "b_ih": db, "b_hh": db}
+    rng = np.random.default_rng(6)
+    for name_v in a:  # one direction per input, so a wrong gradient is named
+        v = rng.standard_normal(a[name_v].shape)
+        eps = 1e-6
+        plus = {**a, name_v: a[name_v] + eps * v}
+        minus = {**a, name_v: a[name_v] - eps * v}
+        numeric = (loss(plus) - loss(minus)) / (2 * eps)
+        analytic = float((g[name_v] * v).sum())
+        assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(numeric)), (name_v, numeric, analytic)
+
+
+@needs_sim
+@pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {"reset_after": True}),
+                                       ("gru", {"reset_after": False}), ("rnn", {"relu": False}),
+                                       ("rnn", {"relu": True})])
+@pytest.mark.parametrize("path", ["per-step", "persistent"])
+def test_float32_close_to_float64_reference(cell, opts, path):
+    if cell != "lstm" and path == "persistent":
+        pytest.skip("the persistent kernel is LSTM only")
+    a, lengths = make(cell, ragged=True, seed=7, dtype=np.float32, D=3, H=4)
+    with persistent.forced(path == "persistent"):
+        saved = forward(gpu, cell, a, lengths, False, opts)
+    assert all(s.dtype == np.float32 for s in saved)
+    y, h_n, c_n = finals(cell, saved, False)
+    a64 = {k: v.astype(np.float64) for k, v in a.items()}
+    y_ref, h_ref, c_ref = reference.layer(cell, a64["x"], a64["h0"], a64.get("c0"), a64["w_ih"], a64["w_hh"],
+                                          a64["b_ih"], a64["b_hh"], lengths, relu=opts.get("relu", False),
+                                          reset_after=opts.get("reset_after", True))
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=2e-5 * max(1.0, np.abs(y_ref).max()))
+    np.testing.assert_allclose(h_n, h_ref, rtol=0, atol=2e-5 * max(1.0, np.abs(h_ref).max()))
+    dy, dh_n, dc_n = upstream(cell, a, seed=8)
+    d32 = backward(gpu, cell, a, lengths, False, opts, saved, dy, dh_n, dc_n)
+    s64 = forward(cpu, cell, a64, lengths, False, opts)
+    d64 = backward(cpu, cell, a64, lengths, False, opts, s64, *(u.astype(np.float64) for u in (dy, dh_n, dc_n)))
+    for k, (g, c) in enumerate(zip(d32, d64)):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, c, rtol=0, atol=1e-4 * max(1.0, np.abs(c).max()), err_msg=f"gradient {k}")
+
+
+@needs_sim
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("rows,threads,staged", [(2, 4, True), (1, 2, True), (2, 4, False), (3, 8, False)])
+def test_persistent_matches_per_step(monkeypatch, dtype, reverse, rows, threads, staged):
+    # rows per block x threads per block: partial last blocks, several units per thread,
+    # weights in shared memory (staged) or read from global memory.
+    monkeypatch.setattr(persistent, "ROWS", rows)
+    monkeypatch.setattr(persistent, "THREADS", threads)
+    monkeypatch.setattr(persistent, "SMEM_BYTES", 48 * 1024 if staged else 0)
+    a, lengths = make("lstm", ragged=True, seed=9, dtype=dtype, H=4)
+    assert persistent.staged(4, persistent.rows_per_block(N, 4), dtype) == staged
+    with persistent.forced(True):
+        one = forward(gpu, "lstm", a, lengths, reverse, {})
+    with persistent.forced(False):
+        per_step = forward(gpu, "lstm", a, lengths, reverse, {})
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    for k, (p, s) in enumerate(zip(one, per_step)):
+        assert p.shape == s.shape and p.dtype == s.dtype
+        np.testing.assert_allclose(p, s, rtol=0, atol=tol, err_msg=f"output {k}")
+    # backward reuses the per-step path on the persistent kernel's saved arrays
+    dy, dh_n, dc_n = upstream("lstm", a, seed=10)
+    d_p = backward(gpu, "lstm", a, lengths, reverse, {}, one, dy, dh_n, dc_n)
+    d_s = backward(gpu, "lstm", a, lengths, reverse, {}, per_step, dy, dh_n, dc_n)
+    for k, (p, s) in enumerate(zip(d_p, d_s)):
+        np.testing.assert_allclose(p, s, rtol=0, atol=100 * tol, err_msg=f"gradient {k}")
+
+
+def test_persistent_policy():
+    assert persistent.use_persistent(100, 8, 64)  # small H, few blocks
+    assert not persistent.use_persistent(100, 8, persistent.MAX_H + 1)
+    assert not persistent.use_persistent(100, 4096, 256)  # many blocks re-reading W_hh from L2
+    with persistent.forced(True):
+        assert persistent.use_persistent(100, 4096, 1024)
+        with persistent.forced(False):
+            assert not persistent.use_persistent(10, 2, 8)
+        assert persistent.FORCE is True
+    assert persistent.FORCE is None
+
+
+@needs_sim
+@pytest.mark.parametrize("name,cell,opts", selfcheck.VARIANTS, ids=[v[0] for v in selfcheck.VARIANTS])
+def test_layer_function_gradcheck_on_cuda_kernels(monkeypatch, name, cell, opts):
+    # The autograd Functions of nn.recurrent on the CUDA kernels (as for CuPy arrays), checked
+    # by `seqtool check`'s own routine: naive reference + central differences on every input.
+    from seqtool.nn import recurrent
+
+    monkeypatch.setattr(recurrent, "_kernels", lambda array: gpu)
+    monkeypatch.setattr(persistent, "FORCE", False)  # the simulator is slow on it; compared above
+    forward_err, grad_err, ok = selfcheck.run_variant(cell, opts, reverse=name != "lstm", ragged=True, seed=11)
+    assert forward_err < 1e-10
+    assert grad_err < 1e-5
+    assert ok
