@@ -24,7 +24,7 @@ from seqtool.errors import SeqtoolError, UsageError
 
 # name -> (module, attribute, short help). The help is here so listing commands imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("seqtool.cli.train", "train", "Train a model: charlm, genre, seq2seq or sed."),
+    "train": ("seqtool.cli.train", "train", "Train a model (one subcommand per task)."),
     "sample": ("seqtool.cli.sample", "sample", "Generate text from a charlm model."),
     "predict": ("seqtool.cli.predict", "predict", "Run a model on new inputs."),
     "eval": ("seqtool.cli.evaluate", "evaluate", "Score a model on labelled data."),

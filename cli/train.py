@@ -42,7 +42,7 @@ def _run(task, output: str, settings, rng, out: Reporter, resume) -> None:
 
 @click.group("train")
 def train():
-    """Train a model: charlm (more tasks as subcommands)."""
+    """Train a model (one subcommand per task)."""
 
 
 @train.command("charlm")
