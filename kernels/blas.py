@@ -1,19 +1,21 @@
-"""Thread layout for the kernels: Numba threads split the work, BLAS stays single-threaded.
+"""Thread layout: Numba threads split the work, every BLAS stays single-threaded.
 
-`np.dot` inside @njit calls SciPy's OpenBLAS. If that BLAS also starts its own threads, its
+`np.dot` inside @njit calls SciPy's OpenBLAS. If a BLAS also starts its own threads, its
 spinning workers and Numba's workers fight over the cores (measured: a 2-core LSTM step went
-from 80 ms to 2 s). So SciPy's BLAS is pinned to one thread and every kernel splits its GEMMs
-into one block per Numba thread: batch rows for the recurrence (rows never interact across
-time), row blocks for the large GEMMs outside the time loop.
+from 80 ms to 2 s with SciPy's BLAS threaded; a charlm training run was 2.3x slower with only
+NumPy's BLAS threaded, from the matmuls of the output layer between kernel calls). So every
+BLAS in the process is pinned to one thread, the kernels split their GEMMs into one block per
+Numba thread (batch rows for the recurrence, row blocks for the large GEMMs), and large 2-d
+matmuls outside the kernels go through `matmul`/`matmul_tn` below.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 _pinned = False
 
 
 def pin_kernel_blas():
-    """Limit SciPy's OpenBLAS (the one Numba calls) to one thread; idempotent."""
+    """Limit every BLAS loaded in the process (NumPy's, SciPy's) to one thread; idempotent."""
     global _pinned
     if _pinned:
         return
@@ -21,8 +23,7 @@ def pin_kernel_blas():
     from threadpoolctl import ThreadpoolController
 
     for lib in ThreadpoolController().lib_controllers:
-        # numpy keeps its own BLAS threads for the big array ops outside the kernels.
-        if lib.user_api == "blas" and "numpy" not in lib.filepath:
+        if lib.user_api == "blas":
             lib.set_num_threads(1)
     _pinned = True
 
@@ -76,3 +77,23 @@ def rowsum_block(a, out, k, nblocks):
         for j in range(a.shape[1]):
             acc += row[j]
         out[r] = acc
+
+
+@njit(parallel=True, cache=True)
+def matmul(a, b, nthreads):
+    """a @ b for 2-d a (M, K) C-contiguous and b (K, P), rows of a split over the threads."""
+    out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    nb = max(1, min(nthreads, a.shape[0]))
+    for k in prange(nb):
+        gemm_rows(a, b, out, k, nb)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def matmul_tn(a, b, nthreads):
+    """a.T @ b for a (M, P), b (M, Q) C-contiguous: the sum over M split over the threads."""
+    nb = max(1, min(nthreads, a.shape[0]))
+    parts = np.empty((nb, a.shape[1], b.shape[1]), a.dtype)
+    for k in prange(nb):
+        gemm_tn_partial(a, b, parts[k], k, nb)
+    return parts.sum(axis=0)

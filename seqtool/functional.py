@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from seqtool import gemm
+
 from seqtool.autograd import (
     Cast,
     Exp,
@@ -132,7 +134,7 @@ class Linear(Function):
 
     def forward(self, x, w, b=None):
         self.save_for_backward(x, w)
-        y = x @ w.T  # (..., out)
+        y = gemm.matmul(x.reshape(-1, x.shape[-1]), w.T).reshape(*x.shape[:-1], w.shape[0])  # (..., out)
         if b is not None:
             y += b
         return y
@@ -141,8 +143,8 @@ class Linear(Function):
         x, w = self.saved_tensors
         need_x, need_w, need_b = (self.needs_input_grad + (False,))[:3]
         g2 = g.reshape(-1, g.shape[-1])  # (M, out): all leading axes as one GEMM
-        gx = g @ w if need_x else None
-        gw = g2.T @ x.reshape(-1, x.shape[-1]) if need_w else None
+        gx = gemm.matmul(g2, w).reshape(x.shape) if need_x else None
+        gw = gemm.matmul_tn(g2, x.reshape(-1, x.shape[-1])) if need_w else None
         gb = g2.sum(axis=0) if need_b else None
         return gx, gw, gb
 
