@@ -87,7 +87,9 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx, formatter):
         rows = []
         for name in self.list_commands(ctx):
-            if name in self.lazy_commands and name not in self.commands:
+            # Lazy commands always list the map's help, loaded or not, so the listing does not
+            # depend on which commands ran earlier in the process.
+            if name in self.lazy_commands:
                 rows.append((name, self.lazy_commands[name][2]))
             else:
                 cmd = self.commands.get(name)
