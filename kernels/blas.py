@@ -97,3 +97,31 @@ def matmul_tn(a, b, nthreads):
     for k in prange(nb):
         gemm_tn_partial(a, b, parts[k], k, nb)
     return parts.sum(axis=0)
+
+
+# Per-step bookkeeping shared by the row-block kernels (lstm.py, gru.py, rnn.py).
+
+
+@njit(cache=True)
+def fill_valid(valid, lengths, t, lo, one):
+    """valid[m] = 1 where step t lies inside row lo+m's sequence, else 0 (a multiplicative mask)."""
+    for m in range(valid.shape[0]):
+        valid[m] = one if t < lengths[lo + m] else one - one
+
+
+@njit(cache=True)
+def store_block_state(hT, valid, h, y, t, cur, lo):
+    """Copy the block's transposed state hT (H, M) into h[cur] and y[t] (zero on padding)."""
+    H, M = hT.shape
+    for m in range(M):
+        for j in range(H):
+            h[cur, lo + m, j] = hT[j, m]
+            y[t, lo + m, j] = valid[m] * hT[j, m]
+
+
+@njit(cache=True)
+def store_block_gates(pre, valid, gates, t, lo):
+    """gates[:, t, lo:lo+M] = pre * valid: the activated gates, zero on padding."""
+    for k in range(pre.shape[0]):
+        for m in range(pre.shape[1]):
+            gates[k, t, lo + m] = valid[m] * pre[k, m]

@@ -14,7 +14,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import block, gemm_rows, gemm_tn_partial, rowsum_block
+from seqtool.kernels.blas import (block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
+                                  store_block_gates, store_block_state)
 
 
 @njit(cache=True, error_model="numpy")
@@ -29,8 +30,7 @@ def _forward_rows(gates, hn, h, y, w_hh, b_ih, b_hh, lengths, reverse, reset_aft
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur = t if reverse else t + 1
-        for m in range(M):
-            valid[m] = one if t < lengths[lo + m] else 0.0
+        fill_valid(valid, lengths, t, lo, one)
         np.dot(w_hh if reset_after else w_hrz, hT, pre[:3 * H if reset_after else 2 * H])
         for k in range(2 * H):  # r, z
             row, g_in, bk = pre[k], gates[k, t, lo:hi], b_ih[k] + b_hh[k]
@@ -59,15 +59,8 @@ def _forward_rows(gates, hn, h, y, w_hh, b_ih, b_hh, lengths, reverse, reset_aft
                 n_[m] = tanh_(g_in[m] + bi + n_[m])
                 h_new = (one - z_[m]) * n_[m] + z_[m] * h_j[m]
                 h_j[m] = valid[m] * h_new + (one - valid[m]) * h_j[m]  # padding: frozen
-        for k in range(3 * H):
-            g_out, row = gates[k, t, lo:hi], pre[k]
-            for m in range(M):
-                g_out[m] = valid[m] * row[m]
-        for m in range(M):
-            h_cur, y_t = h[cur, lo + m], y[t, lo + m]
-            for j in range(H):
-                h_cur[j] = hT[j, m]
-                y_t[j] = valid[m] * hT[j, m]
+        store_block_gates(pre, valid, gates, t, lo)
+        store_block_state(hT, valid, h, y, t, cur, lo)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -105,8 +98,7 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, w_hh_t, w_hrz_t, w_hn_t, lengths,
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
-        for m in range(M):
-            valid[m] = one if t < lengths[lo + m] else 0.0
+        fill_valid(valid, lengths, t, lo, one)
         for j in range(H):
             r_, z_, n_ = gates[j, t, lo:hi], gates[H + j, t, lo:hi], gates[2 * H + j, t, lo:hi]
             hn_j, dh_j, dir_j = hn[j, t, lo:hi], dhT[j], direct[j]
@@ -165,7 +157,7 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
     gx2 = dgx.reshape(3 * H, T * N)
     gn2 = dgh.reshape(dgh.shape[0], T * N) if reset_after else gx2[2 * H:]  # n rows, hidden side
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    n_in = h_in if reset_after else hn.reshape(H, T * N).T  # what W_hn multiplies
+    rh_in = hn.reshape(H, T * N).T  # classic form: W_hn multiplies r * h, not h
     dw_ih = np.empty((3 * H, D), x.dtype)
     dw_hh = np.empty((3 * H, H), x.dtype)
     db_ih = np.empty(3 * H, x.dtype)
@@ -174,7 +166,10 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
     for k in prange(nb):
         gemm_rows(gx2, x.reshape(T * N, D), dw_ih, k, nb)
         gemm_rows(gx2[:2 * H], h_in, dw_hh[:2 * H], k, nb)
-        gemm_rows(gn2, n_in, dw_hh[2 * H:], k, nb)
+        if reset_after:  # two calls: one conditional operand would lose its contiguous layout
+            gemm_rows(gn2, h_in, dw_hh[2 * H:], k, nb)
+        else:
+            gemm_rows(gn2, rh_in, dw_hh[2 * H:], k, nb)
         rowsum_block(gx2, db_ih, k, nb)
         rowsum_block(gn2, db_hn, k, nb)
         if need_dx:

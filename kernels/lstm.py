@@ -23,7 +23,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import block, gemm_rows, gemm_tn_partial, rowsum_block
+from seqtool.kernels.blas import (block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
+                                  store_block_gates, store_block_state)
 
 
 @njit(cache=True, error_model="numpy")
@@ -37,8 +38,7 @@ def _forward_rows(gates, h, c, y, w_hh, b, lengths, reverse, lo, hi):
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
-        for m in range(M):
-            valid[m] = one if t < lengths[lo + m] else 0.0
+        fill_valid(valid, lengths, t, lo, one)
         np.dot(w_hh, hT, pre)
         for k in range(4 * H):
             row, g_in, bk = pre[k], gates[k, t, lo:hi], b[k]
@@ -57,15 +57,8 @@ def _forward_rows(gates, h, c, y, w_hh, b, lengths, reverse, lo, hi):
                 # padded rows keep their state (blend, so the loop stays branch-free)
                 c_cur[m] = valid[m] * c_new + (one - valid[m]) * c_prev[m]
                 h_j[m] = valid[m] * h_new + (one - valid[m]) * h_j[m]
-        for k in range(4 * H):
-            g_out, row = gates[k, t, lo:hi], pre[k]
-            for m in range(M):
-                g_out[m] = valid[m] * row[m]
-        for m in range(M):
-            h_cur, y_t = h[cur, lo + m], y[t, lo + m]
-            for j in range(H):
-                h_cur[j] = hT[j, m]
-                y_t[j] = valid[m] * hT[j, m]
+        store_block_gates(pre, valid, gates, t, lo)
+        store_block_state(hT, valid, h, y, t, cur, lo)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -102,8 +95,7 @@ def _backward_rows(dgates, dh, dc, c, gates, w_hh_t, lengths, reverse, dy, lo, h
     for s in range(T):
         t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
-        for m in range(M):
-            valid[m] = one if t < lengths[lo + m] else 0.0
+        fill_valid(valid, lengths, t, lo, one)
         for j in range(H):
             i_, f_, g_, o_ = gates[j, t, lo:hi], gates[H + j, t, lo:hi], gates[2 * H + j, t, lo:hi], gates[3 * H + j, t, lo:hi]
             c_cur, c_prev, dh_j, dc_j = c[cur, j, lo:hi], c[prev, j, lo:hi], dhT[j], dcT[j]

@@ -9,7 +9,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
-from seqtool.kernels.blas import block, gemm_rows, gemm_tn_partial, rowsum_block
+from seqtool.kernels.blas import (block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
+                                  store_block_gates, store_block_state)
 
 
 @njit(cache=True, error_model="numpy")
@@ -23,8 +24,7 @@ def _forward_rows(pre, h, y, w_hh, b, lengths, reverse, relu, lo, hi):
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur = t if reverse else t + 1
-        for m in range(M):
-            valid[m] = one if t < lengths[lo + m] else 0.0
+        fill_valid(valid, lengths, t, lo, one)
         np.dot(w_hh, hT, rec)
         for j in range(H):
             row, p_in, h_j, bj = rec[j], pre[j, t, lo:hi], hT[j], b[j]
@@ -33,11 +33,7 @@ def _forward_rows(pre, h, y, w_hh, b, lengths, reverse, relu, lo, hi):
                 a = max(a, zero) if relu else tanh_(a)
                 p_in[m] = valid[m] * a  # saved for backward
                 h_j[m] = valid[m] * a + (one - valid[m]) * h_j[m]
-        for m in range(M):
-            h_cur, y_t = h[cur, lo + m], y[t, lo + m]
-            for j in range(H):
-                h_cur[j] = hT[j, m]
-                y_t[j] = valid[m] * hT[j, m]
+        store_block_state(hT, valid, h, y, t, cur, lo)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -68,8 +64,7 @@ def _backward_rows(dpre, dh, act, w_hh_t, lengths, reverse, relu, dy, lo, hi):
     valid = np.empty(M, act.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
-        for m in range(M):
-            valid[m] = one if t < lengths[lo + m] else 0.0
+        fill_valid(valid, lengths, t, lo, one)
         for j in range(H):
             a_j, dh_j, da_j = act[j, t, lo:hi], dhT[j], da[j]
             for m in range(M):
