@@ -122,6 +122,8 @@ def store_block_state(hT, valid, h, y, t, cur, lo):
 @njit(cache=True)
 def store_block_gates(pre, valid, gates, t, lo):
     """gates[:, t, lo:lo+M] = pre * valid: the activated gates, zero on padding."""
+    M = pre.shape[1]
     for k in range(pre.shape[0]):
-        for m in range(pre.shape[1]):
-            gates[k, t, lo + m] = valid[m] * pre[k, m]
+        g_out, row = gates[k, t, lo:lo + M], pre[k]  # row views: measured faster than 3-d indexing
+        for m in range(M):
+            g_out[m] = valid[m] * row[m]
