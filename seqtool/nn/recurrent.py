@@ -51,7 +51,7 @@ class LSTMLayerFn(Function):
     def backward(self, dy, dh_n, dc_n):
         x, w_ih, w_hh, h, c, gates, lengths = self.saved_tensors
         zeros = h[0] * 0
-        dy = _c(dy) if dy is not None else x[:, :, :1] * 0 + zeros[None] * 0
+        dy = _c(dy) if dy is not None else np.zeros_like(h[1:])
         dx, dh0, dc0, dw_ih, dw_hh, db = _kernels(x).lstm.lstm_backward(
             x, w_ih, w_hh, h, c, gates, lengths, self.reverse, dy,
             zeros if dh_n is None else _c(dh_n), zeros if dc_n is None else _c(dc_n),
