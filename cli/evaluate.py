@@ -12,7 +12,7 @@ from typing import Callable
 
 import click
 
-from seqtool.cli.options import Reporter, common_options
+from seqtool.cli.options import Reporter, common_options, task_handler
 from seqtool.errors import SeqtoolError, UsageError
 
 
@@ -51,14 +51,7 @@ def evaluate(model, data, json_output, quiet, device, seed):
 
     charlm: DATA is one text file or '-'; prints the loss in nats and bits per char.
     """
-    from seqtool.modelfile import read_meta
-
     out = Reporter(quiet=quiet, json_output=json_output)
     if device != "cpu":
         out.warn("evaluation runs on the CPU; ignoring --device " + device)
-    task = read_meta(model)["task"]
-    handler = EVALUATORS.get(task)
-    if handler is None:
-        raise SeqtoolError(f"seqtool eval does not support {task} models yet "
-                           f"(supported: {', '.join(sorted(EVALUATORS))})")
-    handler(model, tuple(data), out)
+    task_handler(EVALUATORS, "eval", model)(model, tuple(data), out)

@@ -207,3 +207,16 @@ class Reporter:
 
     def progress(self, description: str = "", total: float | None = None, **kw):
         return progress(description, total, quiet=self.quiet, console=self.console, **kw)
+
+
+def task_handler(table, command, model):
+    """The handler in `table` (task -> function) for MODEL's task, or a one-line error."""
+    from seqtool.errors import SeqtoolError
+    from seqtool.modelfile import read_meta
+
+    task = read_meta(model)["task"]
+    handler = table.get(task)
+    if handler is None:
+        raise SeqtoolError(f"seqtool {command} does not support {task} models yet "
+                           f"(supported: {', '.join(sorted(table))})")
+    return handler

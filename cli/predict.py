@@ -13,7 +13,7 @@ from typing import Callable
 
 import click
 
-from seqtool.cli.options import Reporter, common_options
+from seqtool.cli.options import Reporter, common_options, task_handler
 from seqtool.errors import SeqtoolError
 
 
@@ -64,14 +64,7 @@ def predict(model, inputs, json_output, quiet, device, seed):
 
     charlm: the loss in nats per character of each input line, one number per line.
     """
-    from seqtool.modelfile import read_meta
-
     out = Reporter(quiet=quiet, json_output=json_output)
     if device != "cpu":
         out.warn("prediction runs on the CPU; ignoring --device " + device)
-    task = read_meta(model)["task"]
-    handler = PREDICTORS.get(task)
-    if handler is None:
-        raise SeqtoolError(f"seqtool predict does not support {task} models yet "
-                           f"(supported: {', '.join(sorted(PREDICTORS))})")
-    handler(model, tuple(inputs), out)
+    task_handler(PREDICTORS, "predict", model)(model, tuple(inputs), out)
