@@ -1,8 +1,9 @@
 """``seqtool eval MODEL DATA...``: score a model on labelled data.
 
-The model file's task picks the handler from EVALUATORS (task -> function); a task without
-one is a one-line error. A handler gets the loaded file's path, its DATA arguments and the
-Reporter, validates the number of DATA arguments itself, and prints its metrics.
+The model file's task picks the handler from EVALUATORS (task -> function, or "module:attr"
+imported on use); a task without one is a one-line error. A handler gets the loaded file's path, its DATA arguments and the
+Reporter and the task options given (TaskOptions), validates the number of DATA arguments
+itself, and prints its metrics.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from typing import Callable
 
 import click
 
-from seqtool.cli.options import Reporter, common_options, task_handler
+from seqtool.cli.options import Reporter, common_options, given_options, task_handler, task_options
 from seqtool.errors import SeqtoolError, UsageError
 
 
-def _eval_charlm(model_path: str, data: tuple[str, ...], out: Reporter) -> None:
+def _eval_charlm(model_path: str, data: tuple[str, ...], out: Reporter, opts) -> None:
     from seqtool.fileio import display_name, read_text
     from seqtool.sampling import load_charlm, text_loss
 
+    opts.only("charlm")
     if len(data) != 1:
         raise UsageError("charlm eval takes one TEXT file (or '-')")
     lm = load_charlm(model_path)
@@ -36,17 +38,22 @@ def _eval_charlm(model_path: str, data: tuple[str, ...], out: Reporter) -> None:
                    f"perplexity {math.exp(loss):.4f}  ({n} {lm.unit}s scored)")
 
 
-# task -> handler(model_path, data, reporter); genre / seq2seq / sed plug in here.
-EVALUATORS: dict[str, Callable[[str, tuple, Reporter], None]] = {
+# task -> handler(model_path, data, reporter, options) or "module:attribute".
+EVALUATORS: dict[str, Callable | str] = {
     "charlm": _eval_charlm,
+    "seq2seq": "seqtool.cli.task_seq2seq:evaluate",
+    "sed": "seqtool.cli.task_sed:evaluate",
+    "genre": "seqtool.cli.task_genre:evaluate",
 }
 
 
 @click.command("eval")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("data", nargs=-1, required=True)
+@task_options
 @common_options
-def evaluate(model, data, json_output, quiet, device, seed):
+def evaluate(model, data, beam, length_penalty, max_len, show_attention, attention_png, threshold,
+             median_ms, roll, png, json_output, quiet, device, seed):
     """Score a model on labelled data.
 
     charlm: DATA is one text file or '-'; prints the loss in nats and bits per char.
@@ -54,4 +61,7 @@ def evaluate(model, data, json_output, quiet, device, seed):
     out = Reporter(quiet=quiet, json_output=json_output)
     if device != "cpu":
         out.warn("evaluation runs on the CPU; ignoring --device " + device)
-    task_handler(EVALUATORS, "eval", model)(model, tuple(data), out)
+    opts = given_options(beam=beam, length_penalty=length_penalty, max_len=max_len,
+                         show_attention=show_attention, attention_png=attention_png,
+                         threshold=threshold, median_ms=median_ms, roll=roll, png=png)
+    task_handler(EVALUATORS, "eval", model)(model, tuple(data), out, opts)

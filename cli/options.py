@@ -23,7 +23,7 @@ import click
 
 __all__ = [
     "common_options", "train_options", "DURATION", "make_console", "progress", "emit_json",
-    "Reporter",
+    "Reporter", "task_options", "given_options", "task_handler",
 ]
 
 DEVICES = ("cpu", "cuda")
@@ -104,6 +104,49 @@ train_options = _stack(
     click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=None,
                  help="Fraction of the data held out for validation, in [0, 1)."),
 )
+
+# Options of `seqtool predict` and `seqtool eval` that belong to one task or another. They all
+# default to None/False; the command passes only those given (given_options) to the task's
+# handler, which rejects what it does not use (TaskOptions.only) with a usage error.
+task_options = _stack(
+    click.option("--beam", type=_POSITIVE_INT, default=None,
+                 help="seq2seq: beam width (1: greedy) [default: 1]."),
+    click.option("--length-penalty", type=click.FloatRange(min=0), default=None,
+                 help="seq2seq: beam scores divided by length**ALPHA [default: 1.0]."),
+    click.option("--max-len", type=_POSITIVE_INT, default=None,
+                 help="seq2seq: longest output, in tokens."),
+    click.option("--show-attention", is_flag=True, default=False,
+                 help="seq2seq: draw each sentence's attention map on stderr."),
+    click.option("--attention-png", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                 help="seq2seq: write one attention-map PNG per sentence into DIR."),
+    click.option("--threshold", multiple=True, metavar="[LABEL=]P",
+                 help="sed: activity threshold, for all classes or LABEL=P for one (repeatable)."),
+    click.option("--median-ms", type=click.FloatRange(min=0), default=None,
+                 help="sed: median filter length over frame decisions, in milliseconds."),
+    click.option("--roll", is_flag=True, default=False,
+                 help="sed: draw a per-class activity piano-roll on stderr."),
+    click.option("--png", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                 help="sed: save the activity piano-roll as a PNG."),
+)
+
+
+class TaskOptions(dict):
+    """The task options a user gave (name -> value), for a handler to read and check."""
+
+    def only(self, task: str, allowed: tuple[str, ...] = ()) -> "TaskOptions":
+        """Reject, with a usage error, an option that `task` does not use."""
+        from seqtool.errors import UsageError
+
+        extra = [k for k in self if k not in allowed]
+        if extra:
+            flag = "--" + extra[0].replace("_", "-")
+            raise UsageError(f"{flag} does not apply to {task} models")
+        return self
+
+
+def given_options(**values) -> TaskOptions:
+    """Keep only the options given on the command line (not None, not an unset flag/multiple)."""
+    return TaskOptions({k: v for k, v in values.items() if v not in (None, False, ())})
 
 
 # ----------------------------------------------------------------------------- output helpers
@@ -210,13 +253,22 @@ class Reporter:
 
 
 def task_handler(table, command, model):
-    """The handler in `table` (task -> function) for MODEL's task, or a one-line error."""
+    """The handler in `table` for MODEL's task, or a one-line error.
+
+    `table` maps a task to a function or to "module:attribute", imported only when that task's
+    model is used (so the command does not import every task).
+    """
+    import importlib
+
     from seqtool.errors import SeqtoolError
     from seqtool.modelfile import read_meta
 
     task = read_meta(model)["task"]
     handler = table.get(task)
     if handler is None:
-        raise SeqtoolError(f"seqtool {command} does not support {task} models yet "
+        raise SeqtoolError(f"seqtool {command} does not support {task} models "
                            f"(supported: {', '.join(sorted(table))})")
+    if isinstance(handler, str):
+        module, attr = handler.split(":")
+        handler = getattr(importlib.import_module(module), attr)
     return handler

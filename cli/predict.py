@@ -1,7 +1,9 @@
 """``seqtool predict MODEL [INPUT...|-]``: run a model on new inputs.
 
-The model file's task picks the handler from PREDICTORS (task -> function); a task without
-one is a one-line error. Handlers stream: each result is printed (and flushed) as soon as
+The model file's task picks the handler from PREDICTORS (task -> function, or "module:attr"
+imported on use); a task without one is a one-line error. A handler gets the model path, the
+INPUT arguments, the Reporter and the task options given (TaskOptions; it rejects the ones it
+does not use). Handlers stream: each result is printed (and flushed) as soon as
 it is computed, so ``seqtool predict m - | head`` works on endless input.
 """
 
@@ -13,17 +15,18 @@ from typing import Callable
 
 import click
 
-from seqtool.cli.options import Reporter, common_options, task_handler
+from seqtool.cli.options import Reporter, common_options, given_options, task_handler, task_options
 from seqtool.errors import SeqtoolError
 
 
-def _predict_charlm(model_path: str, inputs: tuple[str, ...], out: Reporter) -> None:
+def _predict_charlm(model_path: str, inputs: tuple[str, ...], out: Reporter, opts) -> None:
     """One loss (nats per token, teacher-forced within the line) per input line. A line is
     scored with its newline, so a 1-character line still has one prediction; a line with
     nothing to predict prints nan (null with --json)."""
     from seqtool.fileio import display_name, open_input
     from seqtool.sampling import load_charlm, text_loss
 
+    opts.only("charlm")
     lm = load_charlm(model_path)
     for path in inputs or ("-",):
         name = display_name(path)
@@ -47,17 +50,22 @@ def _predict_charlm(model_path: str, inputs: tuple[str, ...], out: Reporter) -> 
                     sys.stdout.flush()
 
 
-# task -> handler(model_path, inputs, reporter); genre / seq2seq / sed plug in here.
-PREDICTORS: dict[str, Callable[[str, tuple, Reporter], None]] = {
+# task -> handler(model_path, inputs, reporter, options) or "module:attribute".
+PREDICTORS: dict[str, Callable | str] = {
     "charlm": _predict_charlm,
+    "seq2seq": "seqtool.cli.task_seq2seq:predict",
+    "sed": "seqtool.cli.task_sed:predict",
+    "genre": "seqtool.cli.task_genre:predict",
 }
 
 
 @click.command("predict")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1)
+@task_options
 @common_options
-def predict(model, inputs, json_output, quiet, device, seed):
+def predict(model, inputs, beam, length_penalty, max_len, show_attention, attention_png, threshold,
+            median_ms, roll, png, json_output, quiet, device, seed):
     """Run a model on new inputs.
 
     INPUT files default to '-' (stdin).
@@ -67,4 +75,7 @@ def predict(model, inputs, json_output, quiet, device, seed):
     out = Reporter(quiet=quiet, json_output=json_output)
     if device != "cpu":
         out.warn("prediction runs on the CPU; ignoring --device " + device)
-    task_handler(PREDICTORS, "predict", model)(model, tuple(inputs), out)
+    opts = given_options(beam=beam, length_penalty=length_penalty, max_len=max_len,
+                         show_attention=show_attention, attention_png=attention_png,
+                         threshold=threshold, median_ms=median_ms, roll=roll, png=png)
+    task_handler(PREDICTORS, "predict", model)(model, tuple(inputs), out, opts)

@@ -1,8 +1,9 @@
 """``seqtool train TASK ...``: one subcommand per task, each a thin wrapper over seqtool.train.
 
-Adding a task: write ``@train.command("name")`` with ``@train_options``/``@common_options``,
-build the task object inside the callback (heavy imports there, so ``--help`` stays instant)
-and hand it to ``_run``.
+charlm lives here; the other tasks' subcommands live in ``seqtool.cli.task_<name>`` (with that
+task's predict and eval handlers) and are listed in TRAIN_COMMANDS, imported only when used.
+A subcommand uses ``@train_options``/``@common_options``, builds the task object inside the
+callback (heavy imports there, so ``--help`` stays instant) and hands it to ``run_training``.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import os
 
 import click
 
+from seqtool.cli.main import LazyGroup
 from seqtool.cli.options import Reporter, common_options, train_options
 
 # Training options that are not architecture: used from the checkpoint when resuming.
 _STOP_KEYS = ("epochs", "steps", "time_budget", "patience", "checkpoint_every")
 
 
-def _check_output(path: str) -> None:
+def check_output(path: str) -> None:
     """Fail before any training when the model could not be written at the end."""
     from seqtool.errors import SeqtoolError
 
@@ -31,7 +33,7 @@ def _check_output(path: str) -> None:
         raise SeqtoolError(f"cannot write {path}: permission denied")
 
 
-def _run(task, output: str, settings, rng, out: Reporter, resume) -> None:
+def run_training(task, output: str, settings, rng, out: Reporter, resume) -> None:
     from seqtool.train import Trainer
 
     trainer = Trainer(task, output, settings, rng=rng, reporter=out, resume=resume)
@@ -40,7 +42,18 @@ def _run(task, output: str, settings, rng, out: Reporter, resume) -> None:
     trainer.run()
 
 
-@click.group("train")
+# name -> (module, attribute, short help), as in seqtool.cli.main.COMMANDS.
+TRAIN_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "seq2seq": ("seqtool.cli.task_seq2seq", "train_seq2seq",
+                "Train an encoder-decoder (with attention) on source<TAB>target pairs."),
+    "sed": ("seqtool.cli.task_sed", "train_sed",
+            "Train a sound event detector on audio and DCASE annotations."),
+    "genre": ("seqtool.cli.task_genre", "train_genre",
+              "Train a sequence classifier on scores (MIDI/JSONL) or audio."),
+}
+
+
+@click.group("train", cls=LazyGroup, lazy_commands=TRAIN_COMMANDS)
 def train():
     """Train a model (one subcommand per task)."""
 
@@ -76,7 +89,7 @@ def charlm(text, output, unit, embed, cell, hidden, layers, bidirectional, dropo
         raise UsageError("train charlm runs on --device cpu only for now")
     if bidirectional:
         raise UsageError("a language model cannot be bidirectional (it would see the future)")
-    _check_output(output)
+    check_output(output)
 
     given = {"cell": cell, "hidden": hidden, "layers": layers, "embed": embed, "dropout": dropout,
              "unit": unit}
@@ -122,4 +135,4 @@ def charlm(text, output, unit, embed, cell, hidden, layers, bidirectional, dropo
                              checkpoint_every=checkpoint_every)
     out.info(f"{len(corpus.train):,} training and {len(corpus.val):,} validation tokens, "
              f"vocabulary {len(corpus.tokens)}; {config_of(model, cfg['unit'])}")
-    _run(task, output, settings, rng, out, resume)
+    run_training(task, output, settings, rng, out, resume)

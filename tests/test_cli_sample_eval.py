@@ -85,7 +85,11 @@ def test_eval_text_and_json(model, tmp_path):
     assert rec["tokens"] == n == len(text) - 1
 
 
-def test_eval_errors(model, tmp_path):
+def test_eval_errors(model, tmp_path, monkeypatch):
+    from seqtool.cli import evaluate as eval_cmd, predict as predict_cmd
+
+    monkeypatch.delitem(eval_cmd.EVALUATORS, "sed")
+    monkeypatch.delitem(predict_cmd.PREDICTORS, "sed")
     f = tmp_path / "t.txt"
     f.write_text("abc XYZ")
     r = _run("eval", model, f)
@@ -121,3 +125,11 @@ def test_sample_into_closed_pipe_is_quiet(model):
         shell=True, capture_output=True, timeout=120)
     assert len(p.stdout) == 10
     assert b"Error" not in p.stderr and b"Traceback" not in p.stderr
+
+
+def test_task_options_rejected_for_charlm(model, tmp_path):
+    f = tmp_path / "t.txt"
+    f.write_text("abc")
+    for cmd in ("eval", "predict"):
+        r = _run(cmd, model, f, "--beam", "3")
+        assert r.exit_code == 2 and "--beam does not apply to charlm" in r.stderr
