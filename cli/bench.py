@@ -51,13 +51,13 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     ratio = torch step time / our step time (> 1: seqtool is faster).
     With --json: one JSON object on stdout.
     """
-    from seqtool.device import require
+    from seqtool.device import use
 
-    require(device)
-    if device != "cpu":
-        from seqtool.errors import SeqtoolError
+    use(device)  # one-line error without a GPU
+    if matmul_peak and device != "cpu":
+        from seqtool.errors import UsageError
 
-        raise SeqtoolError("bench --device cuda is not available yet; use --device cpu")
+        raise UsageError("--matmul-peak measures NumPy's CPU matmul; use it with --device cpu")
 
     from seqtool.bench import BenchConfig, check_compare, matmul_peak as measure_peak, run
 
@@ -71,7 +71,7 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     out.info(f"bench {_shape(cfg)}: {warmup} warm-up + {steps} timed steps"
              + (" (interleaved with PyTorch)" if compare else ""))
     with out.progress("steps", total=warmup + steps, transient=True) as bar:
-        rec = run(cfg, compare=compare, on_step=lambda i: bar.advance())
+        rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device)
     if matmul_peak:
         rec["matmul_gflops"] = measure_peak()
         rec["fraction_of_peak"] = rec["gflops"] / rec["matmul_gflops"]

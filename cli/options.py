@@ -131,7 +131,13 @@ task_options = _stack(
 
 
 class TaskOptions(dict):
-    """The task options a user gave (name -> value), for a handler to read and check."""
+    """The task options a user gave (name -> value), for a handler to read and check.
+
+    ``device`` ("cpu" or "cuda", already checked by the command) is where the handler should
+    put the model; a handler that only runs on the CPU says so with Reporter.warn.
+    """
+
+    device = "cpu"
 
     def only(self, task: str, allowed: tuple[str, ...] = ()) -> "TaskOptions":
         """Reject, with a usage error, an option that `task` does not use."""

@@ -24,10 +24,10 @@ def _predict_charlm(model_path: str, inputs: tuple[str, ...], out: Reporter, opt
     scored with its newline, so a 1-character line still has one prediction; a line with
     nothing to predict prints nan (null with --json)."""
     from seqtool.fileio import display_name, open_input
-    from seqtool.sampling import load_charlm, text_loss
+    from seqtool.sampling import load_charlm, text_loss, to_device
 
     opts.only("charlm")
-    lm = load_charlm(model_path)
+    lm = to_device(load_charlm(model_path), opts.device)
     for path in inputs or ("-",):
         name = display_name(path)
         with open_input(path) as f:
@@ -73,9 +73,11 @@ def predict(model, inputs, beam, length_penalty, max_len, show_attention, attent
     charlm: the loss in nats per character of each input line, one number per line.
     """
     out = Reporter(quiet=quiet, json_output=json_output)
-    if device != "cpu":
-        out.warn("prediction runs on the CPU; ignoring --device " + device)
+    from seqtool.device import use
+
+    use(device)  # one-line error without a GPU
     opts = given_options(beam=beam, length_penalty=length_penalty, max_len=max_len,
                          show_attention=show_attention, attention_png=attention_png,
                          threshold=threshold, median_ms=median_ms, roll=roll, png=png)
+    opts.device = device
     task_handler(PREDICTORS, "predict", model)(model, tuple(inputs), out, opts)

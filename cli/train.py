@@ -33,10 +33,11 @@ def check_output(path: str) -> None:
         raise SeqtoolError(f"cannot write {path}: permission denied")
 
 
-def run_training(task, output: str, settings, rng, out: Reporter, resume) -> None:
+def run_training(task, output: str, settings, rng, out: Reporter, resume, device: str = "cpu") -> None:
+    """Train `task` on `device` (its model moves there; the file written is device-neutral)."""
     from seqtool.train import Trainer
 
-    trainer = Trainer(task, output, settings, rng=rng, reporter=out, resume=resume)
+    trainer = Trainer(task, output, settings, rng=rng, reporter=out, resume=resume, device=device)
     n = sum(p.size for p in trainer.params)
     out.info(f"training {task.name}: {n:,} parameters -> {output}")
     trainer.run()
@@ -85,8 +86,9 @@ def charlm(text, output, unit, embed, cell, hidden, layers, bidirectional, dropo
     from seqtool.train import TrainSettings
 
     out = Reporter(quiet=quiet, json_output=json_output)
-    if device != "cpu":
-        raise UsageError("train charlm runs on --device cpu only for now")
+    from seqtool.device import require
+
+    require(device)  # before reading any data: one-line error without a GPU
     if bidirectional:
         raise UsageError("a language model cannot be bidirectional (it would see the future)")
     check_output(output)
@@ -135,4 +137,4 @@ def charlm(text, output, unit, embed, cell, hidden, layers, bidirectional, dropo
                              checkpoint_every=checkpoint_every)
     out.info(f"{len(corpus.train):,} training and {len(corpus.val):,} validation tokens, "
              f"vocabulary {len(corpus.tokens)}; {config_of(model, cfg['unit'])}")
-    run_training(task, output, settings, rng, out, resume)
+    run_training(task, output, settings, rng, out, resume, device)

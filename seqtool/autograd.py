@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from seqtool.xp import expit, is_device_array, scatter_add, zeros
+
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "tensor"]
 
 _grad_enabled = True
@@ -52,6 +54,9 @@ def _as_array(data, dtype=None, copy=False) -> np.ndarray:
     """ndarray from anything array-like; Python floats default to float32 (as in torch)."""
     if isinstance(data, Tensor):
         data = data.data
+    if is_device_array(data):  # a GPU array stays where it is (np.array would refuse it)
+        out = data.astype(dtype, copy=copy) if dtype is not None else (data.copy() if copy else data)
+        return out
     if dtype is not None:
         return np.array(data, dtype=dtype, copy=True if copy else None)
     from_python = not isinstance(data, (np.ndarray, np.generic))
@@ -127,7 +132,7 @@ class Tensor:
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(f"backward() without grad needs a scalar, got shape {self.shape}")
-            grad = np.ones_like(self.data)
+            grad = np.ones_like(self.data)  # dispatches: a CuPy tensor gets a CuPy grad
         else:
             grad = _as_array(grad, self.dtype)
             if grad.shape != self.shape:
@@ -152,7 +157,8 @@ class Tensor:
                 for parent, g, need in zip(node.parents, grads_in, node.needs_input_grad):
                     if g is None or not need:
                         continue
-                    g = np.asarray(g)
+                    if not hasattr(g, "shape"):  # a Python or NumPy scalar from a reduction
+                        g = np.asarray(g)
                     if g.shape != parent.shape:
                         raise RuntimeError(
                             f"{type(node).__name__}.backward: gradient shape {g.shape} "
@@ -266,7 +272,7 @@ def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
     if not leaf.requires_grad:
         return
     if leaf.grad is None:
-        leaf.grad = np.array(g, dtype=leaf.dtype, copy=True)  # own it: g may alias other arrays
+        leaf.grad = g.astype(leaf.dtype, copy=True)  # own it: g may alias other arrays
     else:
         leaf.grad += g
 
@@ -275,6 +281,8 @@ def _lift(other, like: Tensor) -> Tensor:
     """Wrap a non-Tensor operand; constants take a floating Tensor's dtype (no silent upcast)."""
     if isinstance(other, Tensor):
         return other
+    if is_device_array(other):
+        return Tensor(other)
     if like.dtype.kind in "fc":
         return Tensor(np.asarray(other, dtype=like.dtype))
     return Tensor(np.asarray(other))
@@ -378,7 +386,7 @@ class Function:
         tensors = []
         for i, o in enumerate(outs):
             t = Tensor.__new__(Tensor)
-            t.data = np.asarray(o)  # reductions give numpy scalars; keep ndarray
+            t.data = o if hasattr(o, "ndim") and not isinstance(o, np.generic) else np.asarray(o)  # reductions give numpy scalars; keep ndarray
             t.grad = None
             t.requires_grad = record and t.data.dtype.kind in "fc"
             t._ctx = ctx if record else None
@@ -493,9 +501,7 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     def forward(self, a):
-        from scipy.special import expit  # exact and stable for large |a|, keeps float32
-
-        y = expit(a)
+        y = expit(a)  # exact and stable for large |a|, keeps float32
         self.save_for_backward(y)
         return y
 
@@ -572,17 +578,23 @@ class Transpose(Function):
         return g.transpose(np.argsort(self.axes)), None
 
 
+def _int_array(p) -> bool:
+    if isinstance(p, list):
+        p = np.asarray(p)
+    return hasattr(p, "dtype") and hasattr(p, "ndim") and p.ndim > 0 and p.dtype.kind in "iu"
+
+
 class GetItem(Function):
     def forward(self, a, index):
         self.shape, self.dtype, self.index = a.shape, a.dtype, index
         return a[index]
 
     def backward(self, g):
-        ga = np.zeros(self.shape, dtype=self.dtype)
+        ga = zeros(self.shape, self.dtype, like=g)
         idx = self.index
         parts = idx if isinstance(idx, tuple) else (idx,)
-        if any(isinstance(p, (np.ndarray, list)) and np.asarray(p).dtype.kind in "iu" for p in parts):
-            np.add.at(ga, idx, g)  # integer-array indexing may repeat positions
+        if any(_int_array(p) for p in parts):
+            scatter_add(ga, idx, g)  # integer-array indexing may repeat positions
         else:
             ga[idx] = g  # basic indexing selects each position at most once
         return ga, None

@@ -90,14 +90,25 @@ def build_model(cfg: BenchConfig):
                rng=np.random.default_rng(cfg.seed + 1), dtype=np.float32)
 
 
-def seqtool_step(cfg: BenchConfig, model=None) -> tuple[Callable[[], None], object]:
-    """(step, model): step() runs one forward + backward + SGD update of the model."""
+def _synchronize(device: str) -> None:
+    """Wait for the GPU (its launches are asynchronous) so a step's time is the whole step."""
+    from seqtool.device import _simulator
+
+    if device == "cuda" and not _simulator():
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+
+
+def seqtool_step(cfg: BenchConfig, model=None, device: str = "cpu") -> tuple[Callable[[], None], object]:
+    """(step, model): step() runs one forward + backward + SGD update of the model on `device`."""
     from seqtool.autograd import Tensor
+    from seqtool.device import module_to, put
     from seqtool.optim import SGD
 
-    model = model if model is not None else build_model(cfg)
+    model = module_to(model if model is not None else build_model(cfg), device)
     x_np, r_np = make_data(cfg)
-    x, r = Tensor(x_np), Tensor(r_np)
+    x, r = Tensor(put(x_np, device)), Tensor(put(r_np, device))
     opt = SGD(list(model.parameters()), lr=cfg.lr)
 
     def step():
@@ -106,6 +117,7 @@ def seqtool_step(cfg: BenchConfig, model=None) -> tuple[Callable[[], None], obje
         loss.backward()
         opt.step()
         opt.zero_grad()
+        _synchronize(device)
 
     return step, model
 
@@ -129,10 +141,9 @@ def check_compare(cfg: BenchConfig, compare: str | None) -> None:
     _import_torch()
 
 
-def torch_step(cfg: BenchConfig, threads: int, state_dict: dict | None = None):
-    """(step, model) for the same step in PyTorch (CPU, ``threads`` intra-op threads).
-
-    ``state_dict`` (seqtool's numpy arrays, PyTorch names) makes both start from equal weights.
+def torch_step(cfg: BenchConfig, threads: int, state_dict: dict | None = None, device: str = "cpu"):
+    """(step, model) for the same step in PyTorch (CPU with ``threads`` intra-op threads, or
+    cuDNN on "cuda"). ``state_dict`` (seqtool's arrays, PyTorch names) gives equal weights.
     """
     check_compare(cfg, "torch")
     torch = _import_torch()
@@ -145,9 +156,16 @@ def torch_step(cfg: BenchConfig, threads: int, state_dict: dict | None = None):
         model = torch.nn.RNN(cfg.input_size, cfg.hidden, cfg.layers, nonlinearity=cfg.nonlinearity,
                              bidirectional=cfg.bidirectional)
     if state_dict is not None:
-        model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()})
+        from seqtool.xp import to_host
+
+        model.load_state_dict({k: torch.from_numpy(np.array(to_host(v), np.float32))
+                               for k, v in state_dict.items()})
     x_np, r_np = make_data(cfg)
     x, r = torch.from_numpy(x_np), torch.from_numpy(r_np)
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SeqtoolError("PyTorch here has no CUDA: cannot compare on --device cuda")
+        model, x, r = model.cuda(), x.cuda(), r.cuda()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
 
     def step():
@@ -156,6 +174,8 @@ def torch_step(cfg: BenchConfig, threads: int, state_dict: dict | None = None):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return step, model
 
@@ -167,7 +187,7 @@ def _timed(step: Callable[[], None]) -> float:
 
 
 def run(cfg: BenchConfig, compare: str | None = None, on_step: Callable[[int], None] | None = None,
-        model=None) -> dict:
+        model=None, device: str = "cpu") -> dict:
     """Time cfg.warmup + cfg.steps training steps; returns the result record.
 
     With compare="torch" PyTorch runs the same step right after each of ours (interleaved, so
@@ -178,10 +198,10 @@ def run(cfg: BenchConfig, compare: str | None = None, on_step: Callable[[int], N
     cfg.validate()
     check_compare(cfg, compare)
     threads = kernels.num_threads()
-    ours, model = seqtool_step(cfg, model)
+    ours, model = seqtool_step(cfg, model, device)
     theirs = None
     if compare == "torch":
-        theirs, _ = torch_step(cfg, threads, model.state_dict())
+        theirs, _ = torch_step(cfg, threads, model.state_dict(), device)
     times, torch_times = [], []
     for i in range(cfg.warmup + cfg.steps):
         t = _timed(ours)
@@ -195,7 +215,7 @@ def run(cfg: BenchConfig, compare: str | None = None, on_step: Callable[[int], N
     flops = step_flops(cfg)
     step_s = statistics.median(times)
     tokens = cfg.batch * cfg.seq_len
-    rec = {**asdict(cfg), "device": "cpu", "threads": threads,
+    rec = {**asdict(cfg), "device": device, "threads": threads,
            "step_s": step_s, "step_s_min": min(times), "tokens_per_s": tokens / step_s,
            "flops_per_step": flops, "gflops": flops / step_s / 1e9}
     if theirs is not None:

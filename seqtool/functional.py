@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from seqtool import gemm
+from seqtool.xp import asarray_on, is_device_array, scatter_add, zeros
 
 from seqtool.autograd import (
     Cast,
@@ -189,9 +190,11 @@ class Embedding(Function):
         return weight[indices]  # (..., D)
 
     def backward(self, g):
-        gw = np.zeros(self.wshape, dtype=g.dtype)
+        gw = zeros(self.wshape, g.dtype, like=g)
         idx = self.indices.reshape(-1)
-        if idx.size:
+        if idx.size and is_device_array(g):
+            scatter_add(gw, idx, g.reshape(-1, self.wshape[1]))
+        elif idx.size:
             # rows repeat: sort, then sum each run with reduceat (~3x faster than np.add.at here)
             order = np.argsort(idx, kind="stable")
             sidx = idx[order]
@@ -203,7 +206,8 @@ class Embedding(Function):
 
 
 def embedding(indices, weight, padding_idx=None):
-    idx = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    idx = indices.data if isinstance(indices, Tensor) else indices
+    idx = asarray_on(idx, like=weight.data if isinstance(weight, Tensor) else weight)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding indices must be integers, got {idx.dtype}")
     num = weight.shape[0]
@@ -259,7 +263,8 @@ class Dropout(Function):
             self.mask = np.zeros_like(x)
         else:
             rdtype = np.float32 if x.dtype == np.float32 else np.float64  # float32 draws are cheaper
-            self.mask = (rng.random(x.shape, dtype=rdtype) >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+            keep = rng.random(x.shape, dtype=rdtype) >= p  # drawn on the host: same masks on any device
+            self.mask = asarray_on(keep, like=x).astype(x.dtype) * (1.0 / (1.0 - p))
         return x * self.mask
 
     def backward(self, g):
@@ -306,7 +311,7 @@ class Clip(Function):
 
     def backward(self, g):
         (x,) = self.saved_tensors
-        keep = np.ones(x.shape, dtype=bool)
+        keep = np.ones_like(x, dtype=bool)
         if self.lo is not None:
             keep &= x >= self.lo
         if self.hi is not None:
@@ -317,6 +322,26 @@ class Clip(Function):
 def clip(x, lo=None, hi=None):
     x = _t(x)
     # bounds as the Tensor's dtype so np.clip does not promote float32
-    lo = None if lo is None else np.asarray(lo, dtype=x.dtype)
-    hi = None if hi is None else np.asarray(hi, dtype=x.dtype)
+    lo = None if lo is None else x.dtype.type(lo)
+    hi = None if hi is None else x.dtype.type(hi)
     return Clip.apply(x, lo, hi)
+
+
+class Transfer(Function):
+    """The same values on another device ("cpu" or "cuda"); the gradient goes back where x was."""
+
+    def forward(self, x, device):
+        from seqtool.device import put
+
+        self.source = "cuda" if is_device_array(x) else "cpu"
+        return put(x, device)
+
+    def backward(self, g):
+        from seqtool.device import put
+
+        return put(g, self.source), None
+
+
+def to_device(x, device: str):
+    """x on `device`, differentiably (seqtool.device.put moves arrays without autograd)."""
+    return Transfer.apply(_t(x), device)

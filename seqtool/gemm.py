@@ -20,7 +20,8 @@ def _blas():
 
 
 def _eligible(a, b):
-    return (a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
+    # CuPy arrays (type from the cupy package) go to cuBLAS through a @ b.
+    return (type(a).__module__ == "numpy" and type(b).__module__ == "numpy" and a.ndim == 2 and b.ndim == 2 and a.dtype == b.dtype and a.dtype in (np.float32, np.float64)
             and 2.0 * a.shape[0] * a.shape[1] * b.shape[1] >= _MIN_FLOPS)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from seqtool.autograd import Function, Tensor, _lift
 from seqtool.functional import _log_softmax, _t
+from seqtool.xp import arange, asarray_on, expit
 
 __all__ = ["cross_entropy", "bce_with_logits", "mse"]
 
@@ -30,7 +31,7 @@ class CrossEntropy(Function):
         valid = t != ignore_index
         t_safe = np.where(valid, t, 0)  # ignored rows index class 0, then get masked out
         logp = _log_softmax(x, axis=-1)  # (M, C)
-        rows = np.arange(len(t))
+        rows = arange(len(t), like=x)
         loss = np.where(valid, -logp[rows, t_safe], 0).astype(logits.dtype)  # (M,)
         self.count = int(valid.sum())
         self.reduction, self.shape = reduction, logits.shape
@@ -45,7 +46,7 @@ class CrossEntropy(Function):
         if reduction == "sum":
             return total
         with np.errstate(invalid="ignore", divide="ignore"):  # all ignored -> nan, as torch
-            return np.asarray(total / logits.dtype.type(self.count))
+            return total / logits.dtype.type(self.count)
 
     def backward(self, g):
         if self.reduction == "none":
@@ -61,7 +62,7 @@ def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "m
     """logits (..., C) float, targets (...) int class indices."""
     _check_reduction(reduction)
     logits = _t(logits)
-    t = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    t = asarray_on(targets.data if isinstance(targets, Tensor) else targets, like=logits.data)
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy targets must be integer class indices, got {t.dtype}")
     if t.shape != logits.shape[:-1]:
@@ -93,7 +94,6 @@ class BCEWithLogits(Function):
 
     def backward(self, g):
         x, y, sp = self.saved_tensors
-        from scipy.special import expit
 
         if self.reduction == "mean":
             g = g * (1.0 / x.size)
@@ -123,7 +123,8 @@ def bce_with_logits(logits, targets, weight=None, reduction: str = "mean", pos_w
         raise ValueError(f"targets shape {targets.shape} does not match logits shape {logits.shape}")
 
     def const(a):  # weights are constants in the logits' dtype (no float64 promotion)
-        return None if a is None else np.asarray(a.data if isinstance(a, Tensor) else a, dtype=logits.dtype)
+        return None if a is None else asarray_on(a.data if isinstance(a, Tensor) else a, like=logits.data,
+                                                 dtype=logits.dtype)
 
     return BCEWithLogits.apply(
         logits, targets, weight=const(weight), pos_weight=const(pos_weight), reduction=reduction

@@ -33,6 +33,7 @@ import numpy as np
 
 from seqtool.errors import SeqtoolError
 from seqtool.fileio import atomic_write_bytes
+from seqtool.xp import is_device_array, to_host
 
 __all__ = [
     "FORMAT_VERSION", "TASKS", "OPTIM_PREFIX", "save_model", "load_model", "read_meta",
@@ -93,6 +94,8 @@ def _prepare_arrays(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
     for name, a in arrays.items():
         if not isinstance(name, str) or not name or name == "__metadata__" or not name.isprintable():
             raise ValueError(f"invalid array name {name!r}")
+        if is_device_array(a):  # model files are device-neutral: GPU arrays are saved from the host
+            a = to_host(a)
         if not isinstance(a, np.ndarray):
             raise TypeError(f"array {name!r} is a {type(a).__name__}, not a numpy array")
         if a.dtype.newbyteorder("=") not in _DTYPES:

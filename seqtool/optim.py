@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from seqtool.xp import asarray_on
 from seqtool.errors import SeqtoolError, UsageError
 
 __all__ = [
@@ -74,7 +75,7 @@ class Optimizer:
         key = (like.shape, like.dtype.str, slot)
         buf = self._scratch.get(key)
         if buf is None:
-            buf = self._scratch[key] = np.empty(like.shape, like.dtype)
+            buf = self._scratch[key] = np.empty_like(like)  # on like's device
         return buf
 
     def _decayed_grad(self, p: np.ndarray, g: np.ndarray, wd: float) -> np.ndarray:
@@ -95,7 +96,6 @@ class Optimizer:
             if g is None:
                 continue
             data = p.data
-            g = np.asarray(g)
             if g.shape != data.shape:
                 raise ValueError(f"gradient shape {g.shape} does not match parameter shape {data.shape}")
             st["step"] = st.get("step", 0) + 1
@@ -126,7 +126,7 @@ class Optimizer:
         arrays: dict = {}
         for i, st in enumerate(self.state):
             for k, v in st.items():
-                if isinstance(v, np.ndarray):
+                if hasattr(v, "shape"):  # a NumPy or CuPy array
                     arrays[f"{k}.{i}"] = v.copy()
                 else:
                     scalars[f"{k}.{i}"] = v
@@ -150,13 +150,13 @@ class Optimizer:
             name, _, idx = key.rpartition(".")
             i = int(idx)
             ref = self.params[i].data
-            v = np.asarray(v)
+            v = asarray_on(v, like=ref)
             if v.shape != ref.shape:
                 raise SeqtoolError(
                     f"optimizer state {key} has shape {v.shape}, parameter {i} has shape {ref.shape}"
                 )
             # Own a copy in the parameter's dtype so later in-place updates touch nothing else.
-            state[i][name] = np.array(v, dtype=ref.dtype, copy=True)
+            state[i][name] = v.astype(ref.dtype, copy=True)
         self.lr = float(scalars["lr"])
         for name in self._hyper:
             v = scalars[name]
@@ -187,7 +187,7 @@ class SGD(Optimizer):
         if mu != 0.0:
             buf = st.get("momentum_buffer")
             if buf is None:
-                buf = st["momentum_buffer"] = np.array(d, dtype=p.dtype, copy=True)
+                buf = st["momentum_buffer"] = d.astype(p.dtype, copy=True)
             else:
                 buf *= mu
                 damp = 1.0 - float(self.dampening)
@@ -408,7 +408,7 @@ class RMSprop(Optimizer):
 
 
 def _grads(params):
-    return [np.asarray(p.grad) for p in params if p.grad is not None]
+    return [p.grad for p in params if p.grad is not None]
 
 
 def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0) -> float:
@@ -437,10 +437,10 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0) -> float:
 def _total_norm(grads, norm_type: float) -> float:
     if math.isinf(norm_type):
         # max(max, -min) avoids an abs() temporary; np.max (unlike Python max) propagates nan
-        total = float(np.max([max(g.max(), -g.min()) if g.size else 0.0 for g in grads]))
+        total = float(np.max([max(float(g.max()), float(-g.min())) if g.size else 0.0 for g in grads]))
     else:
         # per-array norms (2-norm via BLAS dot), then the norm of those, in float64
-        norms = [np.linalg.norm(g.ravel(), norm_type) if g.size else 0.0 for g in grads]
+        norms = [float(np.linalg.norm(g.ravel(), norm_type)) if g.size else 0.0 for g in grads]
         total = float(np.linalg.norm(np.array(norms, dtype=np.float64), norm_type))
     return total
 

@@ -24,7 +24,9 @@ from typing import Iterator
 
 import numpy as np
 
+from seqtool.device import cuda_kernels_for_host_arrays
 from seqtool.errors import SeqtoolError, UsageError
+from seqtool.xp import arange, asarray_on, is_device_array, to_host
 
 __all__ = ["CharLM", "load_charlm", "encode", "prime", "iter_generate", "generate", "text_loss"]
 
@@ -190,7 +192,7 @@ def _forward(model: CharLM, ids: np.ndarray, state=None, lengths=None):
     ((L, N, H) h and c; c is None for gru/rnn)."""
     from seqtool.autograd import no_grad
 
-    x = model.embed[ids]  # (T, N, E)
+    x = model.embed[asarray_on(ids, like=model.embed)]  # (T, N, E)
     with no_grad():
         if model.cell == "lstm":
             y, (h, c) = model.rnn(x, state, lengths=lengths)
@@ -205,9 +207,9 @@ def prime(model: CharLM, text: str) -> tuple[np.ndarray, np.ndarray]:
     ids = encode(model, text, "--prime") if text else np.zeros(0, np.int64)
     if len(ids):
         _, (hn, cn) = _forward(model, ids[:, None])
-        h = np.ascontiguousarray(hn[:, 0], np.float32)
+        h = np.ascontiguousarray(to_host(hn[:, 0]), np.float32)
         if cn is not None:
-            c = np.ascontiguousarray(cn[:, 0], np.float32)
+            c = np.ascontiguousarray(to_host(cn[:, 0]), np.float32)
     return h, c
 
 
@@ -223,6 +225,35 @@ def _kernel_weights(model: CharLM) -> tuple:
     b_ih = np.stack([get(f"bias_ih_l{k}") for k in range(L)])
     b_hh = np.stack([get(f"bias_hh_l{k}") for k in range(L)])
     return model.embed, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, model.head_w, model.head_b
+
+
+def to_device(model: CharLM, device: str) -> CharLM:
+    """`model` with its weights on `device` (a copy for "cuda"; the same object for "cpu")."""
+    if device == "cpu":
+        return model
+    from dataclasses import replace
+
+    from seqtool.device import module_to, put
+
+    return replace(model, embed=put(model.embed, device), head_w=put(model.head_w, device),
+                   head_b=put(model.head_b, device), rnn=module_to(model.rnn, device))
+
+
+def _device_tokens(model: CharLM, h, c, temperature, top_k, argmax, uniforms, out) -> None:
+    """What the compiled loop does, for weights on a GPU: one recurrent step per token on the
+    device, the draw on the host (same `pick`, same uniforms). h, c (L, H) advance past them."""
+    from seqtool.device import put
+    from seqtool.kernels.sample import pick
+
+    hs, cs = put(h[:, None, :], "cuda"), put(c[:, None, :], "cuda")  # (L, 1, H)
+    for i in range(out.shape[0]):
+        logits = to_host(hs[-1, 0] @ model.head_w.T + model.head_b)
+        tok = pick(logits, temperature, top_k, argmax, uniforms[i])
+        out[i] = tok
+        _, (hs, c_next) = _forward(model, np.array([[tok]]), (hs, cs))
+        cs = cs if c_next is None else c_next
+    h[...] = to_host(hs[:, 0])
+    c[...] = to_host(cs[:, 0])
 
 
 def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_text: str = "",
@@ -243,7 +274,8 @@ def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_te
     if chunk < 1:
         raise UsageError("chunk must be >= 1")
     h, c = prime(model, prime_text)
-    weights = _kernel_weights(model)
+    on_device = is_device_array(model.embed) or cuda_kernels_for_host_arrays()
+    weights = None if on_device else _kernel_weights(model)
     rng = np.random.default_rng(seed)
     detok = _Detokenizer(model, after_prime=bool(prime_text.strip()))
     if include_prime and prime_text:
@@ -254,8 +286,11 @@ def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_te
     while done < length:
         n = min(chunk, length - done)
         u = rng.random(n)  # drawn in sequence: chunking does not change the stream
-        sample_tokens(*weights, h, c, _CELLS[model.cell], model.reset_after, model.relu,
-                      float(temperature), int(top_k), bool(argmax), u, out[:n])
+        if on_device:
+            _device_tokens(model, h, c, float(temperature), int(top_k), bool(argmax), u, out[:n])
+        else:
+            sample_tokens(*weights, h, c, _CELLS[model.cell], model.reset_after, model.relu,
+                          float(temperature), int(top_k), bool(argmax), u, out[:n])
         done += n
         piece = detok.feed(out[:n])
         if done >= length:
@@ -313,8 +348,9 @@ def _token_losses_sum(model: CharLM, ids: np.ndarray, batch: int = 32, window: i
         logits = logits.astype(np.float64)
         mx = logits.max(axis=1, keepdims=True)
         lse = mx[:, 0] + np.log(np.exp(logits - mx).sum(axis=1))
-        nll = lse - logits[np.arange(T * N), tgt[t0:t0 + T].reshape(-1)]
-        valid = (np.arange(T)[:, None] < lengths[None, :]).reshape(-1)
+        targets = asarray_on(tgt[t0:t0 + T].reshape(-1), like=logits)
+        nll = lse - logits[arange(T * N, like=logits), targets]
+        valid = asarray_on((np.arange(T)[:, None] < lengths[None, :]).reshape(-1), like=logits)
         total += float(nll[valid].sum())
     return total, m
 

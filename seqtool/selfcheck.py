@@ -62,9 +62,22 @@ def problem(cell, T=5, N=3, D=4, H=3, ragged=False, seed=0, dtype=np.float64, xp
     return {k: xp.asarray(v.astype(dtype)) for k, v in arrays.items()}, lengths
 
 
-def run_variant(cell, options, reverse, ragged, seed=0):
+def run_variant(cell, options, reverse, ragged, seed=0, device="cpu"):
+    """(forward error, gradient error, ok) of one variant; its kernels run on `device`, while
+    the reference and the finite differences stay on the host (inputs and outputs cross over
+    through F.to_device, which carries the gradients back)."""
+    from seqtool import functional as F
+
     arrays, lengths = problem(cell, ragged=ragged, seed=seed)
-    fn = layer_function(cell)
+    layer = layer_function(cell)
+    if device == "cpu":
+        fn = layer
+    else:
+        class fn:  # noqa: N801 - stands in for the Function class
+            @staticmethod
+            def apply(*tensors, **kw):
+                outs = layer.apply(*[F.to_device(t, device) for t in tensors], **kw)
+                return tuple(F.to_device(o, "cpu") for o in outs)
     names = list(arrays)
     relu = options.get("relu", False)
     reset_after = options.get("reset_after", True)
@@ -84,11 +97,11 @@ def run_variant(cell, options, reverse, ragged, seed=0):
     return forward_err, grad_err, bool(ok and forward_err < 1e-10)
 
 
-def run_all():
+def run_all(device="cpu"):
     rows = []
     for name, cell, options in VARIANTS:
         for reverse in (False, True):
             for ragged in (False, True):
-                fe, ge, ok = run_variant(cell, options, reverse, ragged)
+                fe, ge, ok = run_variant(cell, options, reverse, ragged, device=device)
                 rows.append(CheckRow(name, reverse, ragged, fe, ge, ok))
     return rows

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from seqtool import device as seqtool_device
 from seqtool import modelfile
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.optim import ReduceLROnPlateau, clip_grad_norm, make_optimizer
@@ -102,10 +103,12 @@ class Trainer:
     """Runs ``task`` until a stopping rule fires; ``run()`` returns a summary dict."""
 
     def __init__(self, task, output, settings: TrainSettings, rng: np.random.Generator | None = None,
-                 reporter=None, resume=None, clock=time.monotonic):
+                 reporter=None, resume=None, clock=time.monotonic, device: str = "cpu"):
         settings.check()
         self.task, self.output, self.s = task, output, settings
-        self.model = task.model
+        self.device = device
+        seqtool_device.use(device)  # one-line error without a GPU
+        self.model = seqtool_device.module_to(task.model, device)  # before the optimizer's state
         self.reporter = reporter or NullReporter()
         self.clock = clock
         self.params = list(self.model.parameters())
@@ -166,7 +169,7 @@ class Trainer:
                        if k.startswith(TASK_ARRAY_PREFIX)}
         opt_arrays = {k: v for k, v in ck.optim_arrays.items() if not k.startswith(TASK_ARRAY_PREFIX)}
         self.optimizer.load_state_dict({"scalars": ck.optim_state, "arrays": opt_arrays})
-        self.task.load_state_arrays(task_arrays)
+        self.task.load_state_arrays(seqtool_device.put_tree(task_arrays, self.device))
         self.task.load_data_state(st["data"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.rng.bit_generator.state = ck.rng.bit_generator.state  # keep the task's reference
@@ -184,7 +187,7 @@ class Trainer:
             "optim": self.optimizer.state_dict(),
             "sched": self.scheduler.state_dict(),
             "rng": self.rng.bit_generator.state,
-            "task_arrays": {k: np.array(v, copy=True) for k, v in self.task.state_arrays().items()},
+            "task_arrays": {k: v.copy() for k, v in self.task.state_arrays().items()},
             "data": self.task.data_state(),
             "step": self.step, "epoch": self.epoch,
         }
@@ -287,6 +290,8 @@ class Trainer:
                     rolled_back, n_batches = False, 0
                     for batch in task.train_batches(self.rng):
                         n_batches += 1
+                        if self.device != "cpu":
+                            batch = seqtool_device.put_tree(batch, self.device)
                         loss = task.loss(batch)
                         value = float(loss.data)
                         if not math.isfinite(value):

@@ -17,7 +17,7 @@ TINY = ["--hidden", "8", "--batch", "3", "--seq-len", "5", "--input-size", "4", 
 
 
 def _run(*args, **kw):
-    return CliRunner().invoke(cli, list(args), **kw)
+    return CliRunner().invoke(cli, [str(a) for a in args], **kw)
 
 
 def _no_gpu(monkeypatch):
@@ -150,10 +150,18 @@ def test_require_cuda_without_gpu_raises(monkeypatch):
         devicelib.require("cuda")
 
 
-@pytest.mark.parametrize("command", ["bench", "check"])
-def test_device_cuda_without_gpu_exits_1(monkeypatch, command):
+@pytest.mark.parametrize("command", ["bench", "check", "train", "sample", "predict", "eval"])
+def test_device_cuda_without_gpu_exits_1(monkeypatch, tmp_path, command):
     _no_gpu(monkeypatch)
-    r = _run(command, "--device", "cuda")
+    text = tmp_path / "t.txt"
+    text.write_text("some text to train on\n" * 20)
+    model = tmp_path / "m.st"
+    args = {"train": ["charlm", text, "-o", model], "sample": [model], "predict": [model, text],
+            "eval": [model, text]}.get(command, [])
+    if command in ("sample", "predict", "eval"):
+        assert _run("train", "charlm", text, "-o", model, "--steps", "2", "--hidden", "8",
+                    "--layers", "1", "-q").exit_code == 0
+    r = _run(command, *args, "--device", "cuda")
     assert r.exit_code == 1
     assert r.stderr.strip() == "seqtool: error: no CUDA GPU found; use --device cpu"
 
@@ -188,8 +196,8 @@ def test_check_exits_1_when_a_variant_fails(monkeypatch):
 
     real = selfcheck.run_all
 
-    def broken():
-        rows = real()
+    def broken(device="cpu"):
+        rows = real(device)
         rows[3] = selfcheck.CheckRow("lstm", True, True, 0.5, 0.2, False)
         return rows
 

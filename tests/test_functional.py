@@ -206,3 +206,12 @@ def test_float32_stays_float32():
         assert y.dtype == np.float32
         y.sum().backward()
     assert x.grad.dtype == np.float32 and w.grad.dtype == np.float32
+
+
+def test_to_device_cpu_is_identity_with_gradient():
+    x = np.random.default_rng(7).standard_normal((3, 4))
+    ok, err, details = gradcheck(lambda t: F.to_device(t, "cpu") * F.to_device(t, "cpu"), [x])
+    assert ok, details
+    y = F.to_device(seqtool.Tensor(x), "cpu")
+    np.testing.assert_array_equal(y.data, x)
+    assert type(y.data) is np.ndarray

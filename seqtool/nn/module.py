@@ -12,6 +12,7 @@ import numpy as np
 
 from seqtool.autograd import Tensor
 from seqtool.errors import SeqtoolError
+from seqtool.xp import asarray_on, to_host
 
 __all__ = ["Parameter", "Module", "ModuleList", "Sequential"]
 
@@ -144,14 +145,14 @@ class Module:
             if name not in state:
                 continue
             v = state[name]
-            a = np.asarray(v.data if isinstance(v, Tensor) else v)
+            a = to_host(v.data if isinstance(v, Tensor) else v)
             if a.shape != p.shape:
                 raise SeqtoolError(f"state_dict key {name!r}: expected shape {p.shape}, got {a.shape}")
             if a.dtype.kind not in "fiub":
                 raise SeqtoolError(f"state_dict key {name!r}: not a numeric array ({a.dtype})")
             arrays[name] = a
         for name, a in arrays.items():
-            own[name].data[...] = a  # in place: optimizers keep their references
+            own[name].data[...] = asarray_on(a, like=own[name].data)  # in place: optimizers keep references
         return missing, unexpected
 
     # ---- display

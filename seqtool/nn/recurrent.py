@@ -9,17 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 from seqtool import functional as F
+from seqtool import xp
+from seqtool.device import cuda_kernels_for_host_arrays
 from seqtool.autograd import Function, Tensor
 from seqtool.errors import UsageError
 from seqtool.nn import init as initializers
 from seqtool.nn.module import Module, Parameter
+from seqtool.xp import is_device_array
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 def _kernels(array):
-    """The kernel module set for where `array` lives (NumPy -> CPU, CuPy -> CUDA)."""
-    if type(array).__module__.startswith("cupy"):
+    """The kernel module set for where `array` lives (NumPy -> CPU, CuPy -> CUDA).
+
+    Under the CUDA simulator a run on --device cuda keeps NumPy arrays but still goes through
+    the CUDA kernels (seqtool.device.cuda_kernels_for_host_arrays), so CI exercises that path.
+    """
+    if is_device_array(array) or cuda_kernels_for_host_arrays():
         from seqtool.kernels import cuda as kernels_cuda
 
         return kernels_cuda
@@ -168,13 +175,13 @@ class RNNBase(Module):
         w_hh = getattr(self, f"weight_hh_l{layer}{sfx}")
         if self.bias:
             return w_ih, w_hh, getattr(self, f"bias_ih_l{layer}{sfx}"), getattr(self, f"bias_hh_l{layer}{sfx}")
-        zeros = np.zeros(w_hh.shape[0], dtype)
+        zeros = xp.zeros(w_hh.shape[0], dtype, like=w_hh.data)
         return w_ih, w_hh, zeros, zeros
 
     def _lengths(self, lengths, T, N):
         if lengths is None:
             return np.full(N, T, np.int64)
-        lengths = np.asarray(lengths)
+        lengths = xp.to_host(lengths)  # the CPU kernels read them on the host; CUDA ones copy them over
         if lengths.shape != (N,) or lengths.dtype.kind not in "iu":
             raise UsageError(f"lengths must be {N} integers, got shape {lengths.shape}")
         if N and (lengths.min() < 0 or lengths.max() > T):
@@ -200,10 +207,10 @@ class RNNBase(Module):
             ys = []
             for d, sfx in enumerate(("", "_reverse")[:dirs]):
                 k = layer * dirs + d
-                start_h = h0[k] if h0 is not None else np.zeros((N, H), x.dtype)
+                start_h = h0[k] if h0 is not None else xp.zeros((N, H), x.dtype, like=x.data)
                 params = self._params(layer, sfx, x.dtype)
                 if lstm:
-                    start_c = c0[k] if c0 is not None else np.zeros((N, H), x.dtype)
+                    start_c = c0[k] if c0 is not None else xp.zeros((N, H), x.dtype, like=x.data)
                     y, h_n, c_n = LSTMLayerFn.apply(inp, start_h, start_c, *params, lengths=lengths, reverse=d == 1)
                     out_c.append(c_n)
                 elif self.mode == "gru":

@@ -22,6 +22,7 @@ from seqtool.data import text as textdata
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.losses import cross_entropy
 from seqtool.nn import GRU, LSTM, RNN, Embedding, Linear, Module
+from seqtool.xp import to_host
 
 __all__ = ["CharLM", "CharLMTask", "DEFAULTS", "load_charlm", "build_charlm", "encode_text", "decode",
            "config_of"]
@@ -218,7 +219,7 @@ class CharLMTask:
             for _ in range(n):
                 logits, state = model(np.array([[tok]]), state)
                 state = _detach(state)
-                z = logits.data[0, 0].astype(np.float64) / temperature
+                z = to_host(logits.data[0, 0]).astype(np.float64) / temperature
                 p = np.exp(z - z.max())
                 tok = int(rng.choice(len(p), p=p / p.sum()))
                 out.append(tok)
@@ -249,9 +250,9 @@ class CharLMTask:
         if "h" not in arrays:
             self._state = None
         elif "c" in arrays:
-            self._state = (np.array(arrays["h"]), np.array(arrays["c"]))
+            self._state = (arrays["h"].copy(), arrays["c"].copy())
         else:
-            self._state = np.array(arrays["h"])
+            self._state = arrays["h"].copy()
 
     def meta(self) -> dict:
         return {"task": "charlm", "config": config_of(self.model, self.unit), "vocab": self.vocab,
