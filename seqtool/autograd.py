@@ -157,7 +157,7 @@ class Tensor:
                 for parent, g, need in zip(node.parents, grads_in, node.needs_input_grad):
                     if g is None or not need:
                         continue
-                    if not hasattr(g, "shape"):  # a Python or NumPy scalar from a reduction
+                    if not hasattr(g, "shape") or isinstance(g, np.generic):  # scalar from a reduction
                         g = np.asarray(g)
                     if g.shape != parent.shape:
                         raise RuntimeError(

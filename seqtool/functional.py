@@ -157,7 +157,7 @@ def linear(x, weight, bias=None):
 class Concat(Function):
     def forward(self, *arrays, axis=0):
         self.axis = axis
-        self.splits = np.cumsum([a.shape[axis] for a in arrays])[:-1]
+        self.splits = np.cumsum([a.shape[axis] for a in arrays])[:-1].tolist()  # a list: CuPy takes it too
         return np.concatenate(arrays, axis=axis)
 
     def backward(self, g):
