@@ -260,6 +260,29 @@ def test_persistent_policy():
     assert persistent.FORCE is None
 
 
+def test_persistent_choice_is_measured_once_per_shape_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(common, "simulator", lambda: False)  # as on a real GPU
+    monkeypatch.setattr(persistent, "MEASURED", {})
+    timed = []
+
+    def timings(persistent_s, per_step_s):
+        def time_path(on_persistent):
+            timed.append(on_persistent)
+            return persistent_s if on_persistent else per_step_s
+        return time_path
+
+    assert persistent.choose(100, 8, 128, np.float32, timings(1.0, 2.0)) is True
+    assert sorted(timed) == [False, True]
+    # same shape (T rounds to the same power of two): the answer is reused, nothing is timed
+    assert persistent.choose(90, 8, 128, np.float32, timings(9.0, 1.0)) is True and len(timed) == 2
+    assert persistent.choose(100, 16, 128, np.float32, timings(3.0, 1.0)) is False and len(timed) == 4
+    # shapes the kernel cannot take are never timed
+    assert persistent.choose(100, 8, persistent.MAX_H + 1, np.float32, timings(0.0, 1.0)) is False
+    assert persistent.choose(1, 8, 64, np.float32, timings(0.0, 1.0)) is False and len(timed) == 4
+    with persistent.forced(False):
+        assert persistent.choose(100, 8, 128, np.float32, timings(0.0, 1.0)) is False
+
+
 @needs_sim
 @pytest.mark.parametrize("name,cell,opts", selfcheck.VARIANTS, ids=[v[0] for v in selfcheck.VARIANTS])
 def test_layer_function_gradcheck_on_cuda_kernels(monkeypatch, name, cell, opts):

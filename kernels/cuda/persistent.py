@@ -49,8 +49,41 @@ def staged(H, R, dtype):
     return (4 * H * H + 2 * R * H) * np.dtype(dtype).itemsize <= SMEM_BYTES
 
 
+# (N, H, dtype, T rounded up to a power of two) -> True if the persistent kernel measured faster
+MEASURED: dict = {}
+
+
+def _shape_key(T, N, H, dtype):
+    return N, H, np.dtype(dtype).str, 1 << max(0, int(T - 1).bit_length())
+
+
+def choose(T, N, H, dtype, time_path):
+    """Whether lstm_forward takes the persistent kernel for this shape.
+
+    Eligible shapes (policy_allows) are decided by measurement on a real GPU: the first call of
+    a shape times one forward each way (``time_path(persistent: bool) -> seconds``, synchronized)
+    and remembers the faster; later calls reuse the answer. Under the simulator timings mean
+    nothing, so the static policy decides. FORCE overrides both.
+    """
+    if FORCE is not None:
+        return bool(FORCE)
+    if not policy_allows(T, N, H, dtype):
+        return False
+    if common.simulator():
+        return use_persistent(T, N, H, dtype)
+    key = _shape_key(T, N, H, dtype)
+    if key not in MEASURED:
+        MEASURED[key] = time_path(True) < time_path(False)
+    return MEASURED[key]
+
+
+def policy_allows(T, N, H, dtype=np.float32):
+    """Shapes the persistent kernel can run at all."""
+    return H <= MAX_H and T >= 2
+
+
 def use_persistent(T, N, H, dtype=np.float32):
-    """Policy: the persistent kernel for small H and few blocks' worth of rows.
+    """Static policy: the persistent kernel for small H and few blocks' worth of rows.
 
     Not measured on a GPU yet (none available when this was written). The reasoning: per step,
     the per-step path costs two launches plus a GEMM call (~10-20 us of latency when N, H are
