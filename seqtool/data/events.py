@@ -57,12 +57,15 @@ def _time(text: str, what: str, where: str) -> float:
     return t
 
 
-def parse_events(lines, source: str = "<annotations>", filename: str | None = None) -> list[Event]:
+def parse_events(lines, source: str = "<annotations>", filename: str | None = None,
+                 with_lines: bool = False) -> list:
     """Parse annotation lines; errors name `source` and the 1-based line number.
 
     filename is used for 3-column rows (onset offset label), which carry no file name.
+    with_lines: return (line number, Event) pairs, so later checks (a missing audio file, an
+    unknown label) can name the line too.
     """
-    events: list[Event] = []
+    events: list = []
     n_cols = None
     for lineno, raw in enumerate(lines, 1):
         if not raw.strip():
@@ -97,23 +100,28 @@ def parse_events(lines, source: str = "<annotations>", filename: str | None = No
             raise SeqtoolError(f"{where}: onset {on} is after offset {off}")
         if not label:
             raise SeqtoolError(f"{where}: empty event label")
-        events.append(Event(fname, onset, offset, label))
+        event = Event(fname, onset, offset, label)
+        events.append((lineno, event) if with_lines else event)
     return events
 
 
-def read_events(path, filename: str | None = None) -> list[Event]:
+def read_events(path, filename: str | None = None, with_lines: bool = False) -> list:
     """Read a DCASE annotation file ("-" for stdin).
 
     For 3-column files the events are attributed to `filename`, by default the annotation
     file's stem + ".wav" (the official dev set names mixture and annotation that way).
+    with_lines: (line number, Event) pairs, as parse_events.
     """
     if str(path) == "-":
-        return parse_events(sys.stdin, "<stdin>", filename)
+        try:
+            return parse_events(sys.stdin, "<stdin>", filename, with_lines)
+        except UnicodeDecodeError:
+            raise SeqtoolError("<stdin>: not UTF-8 text") from None
     if filename is None:
         filename = Path(path).stem + ".wav"
     try:
         with open(path, encoding="utf-8") as fh:
-            return parse_events(fh, str(path), filename)
+            return parse_events(fh, str(path), filename, with_lines)
     except FileNotFoundError:
         raise SeqtoolError(f"{path}: no such annotation file") from None
     except UnicodeDecodeError:
@@ -140,6 +148,16 @@ def write_events_file(events, path, header: bool = True) -> None:
     """write_events_tsv to a path atomically (temp file + rename), or stdout for "-"."""
     with atomic_open(path, "w") as fh:
         write_events_tsv(events, fh, header)
+
+
+def check_labels(numbered_events, labels, source: str) -> None:
+    """One-line error naming `source` and the line of the first event whose label is not in
+    `labels` (e.g. a reference annotation with a class the model was not trained on)."""
+    known = set(labels)
+    for lineno, e in numbered_events:
+        if e.label not in known:
+            raise SeqtoolError(f"{source}:{lineno}: unknown event label {e.label!r} "
+                               f"(known: {', '.join(sorted(known))})")
 
 
 def group_by_file(events) -> dict[str, list[Event]]:
