@@ -76,13 +76,17 @@ def charlm(text, output, unit, embed, cell, hidden, layers, bidirectional, dropo
 
     The last --val-frac of the (concatenated) text is held out for validation. Without a stopping
     rule it trains for 10 epochs. Checkpoints go to MODEL; --resume MODEL continues exactly.
+
+    Defaults: 2 x LSTM 128, embedding 64, no dropout, Adam 2e-3, batch 32 x 64 steps. With a
+    --time-budget of 20 minutes or more the network defaults to 2 x LSTM 256 with dropout 0.25
+    (a long run gives the small one more passes than it can use); options given always win.
     """
     import numpy as np
 
     from seqtool import modelfile
     from seqtool.data.text import load_corpus
     from seqtool.errors import UsageError
-    from seqtool.tasks.charlm import DEFAULTS, CharLMTask, build_charlm, config_of
+    from seqtool.tasks.charlm import CharLMTask, build_charlm, config_of, defaults_for
     from seqtool.train import TrainSettings
 
     out = Reporter(quiet=quiet, json_output=json_output)
@@ -109,6 +113,7 @@ def charlm(text, output, unit, embed, cell, hidden, layers, bidirectional, dropo
         training = {k: saved.get(k) if v is None else v for k, v in training.items()}
         data_opts = {k: (meta.get("data_options") or {}).get(k) if v is None else v
                      for k, v in data_opts.items()}
+    DEFAULTS = defaults_for(time_budget)
     cfg = {k: DEFAULTS.get(k, "char") if v is None else v for k, v in given.items()}
     training = {k: DEFAULTS[k] if v is None else v for k, v in training.items()}
     data_opts = {k: DEFAULTS[k] if v is None else v for k, v in data_opts.items()}

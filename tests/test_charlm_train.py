@@ -220,3 +220,16 @@ def test_sigkill_never_leaves_a_corrupt_model(tmp_path):
     assert out.exists()
     ck = load_checkpoint(out)
     assert ck.training_state["step"] >= 1
+
+
+@pytest.mark.parametrize("extra,hidden,dropout", [([], 128, 0.0), (["--time-budget", "20m"], 256, 0.25),
+                                                  (["--time-budget", "1h", "--hidden", "40"], 40, 0.25),
+                                                  (["--time-budget", "19m"], 128, 0.0)])
+def test_long_time_budget_defaults_to_a_wider_network(tmp_path, extra, hidden, dropout):
+    out = str(tmp_path / "m.st")
+    text = _write(tmp_path, "t.txt", TEXT)
+    r = CliRunner().invoke(cli, ["train", "charlm", text, "-o", out, "--steps", "1", "-q",
+                                 "--layers", "1", *extra])
+    assert r.exit_code == 0, r.output
+    config = load_charlm(out)[1]["config"]
+    assert (config["hidden"], config["dropout"]) == (hidden, dropout)

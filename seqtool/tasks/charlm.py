@@ -24,7 +24,7 @@ from seqtool.losses import cross_entropy
 from seqtool.nn import GRU, LSTM, RNN, Embedding, Linear, Module
 from seqtool.xp import to_host
 
-__all__ = ["CharLM", "CharLMTask", "DEFAULTS", "load_charlm", "build_charlm", "encode_text", "decode",
+__all__ = ["CharLM", "CharLMTask", "DEFAULTS", "defaults_for", "load_charlm", "build_charlm", "encode_text", "decode",
            "config_of"]
 
 _CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -34,6 +34,20 @@ CONFIG_KEYS = ("cell", "hidden", "layers", "embed", "dropout", "reset_after", "n
 DEFAULTS = {"cell": "lstm", "hidden": 128, "layers": 2, "embed": 64, "dropout": 0.0,
             "optimizer": "adam", "lr": 2e-3, "clip_norm": 5.0, "batch": 32, "seq_len": 64,
             "val_frac": 0.1}
+# A long budget gives a 2x128 model more passes over a ~1 MB text than it can use (1800 s on
+# tinyshakespeare: val 1.53 by 900 s, then flat). From LONG_BUDGET_S on, the architecture
+# defaults are a wider network with dropout instead; explicit options always win.
+LONG_BUDGET_S = 1200.0
+LONG_BUDGET_DEFAULTS = {"hidden": 256, "dropout": 0.25}
+
+
+def defaults_for(time_budget: float | None) -> dict:
+    """The DEFAULTS that apply to a run with this --time-budget (None: no budget)."""
+    if time_budget is not None and time_budget >= LONG_BUDGET_S:
+        return {**DEFAULTS, **LONG_BUDGET_DEFAULTS}
+    return dict(DEFAULTS)
+
+
 _EVAL_STREAMS = 128  # parallel streams over the validation text (kernels like wide batches)
 _EVAL_CHUNK = 256  # steps per kernel call when evaluating (bounds the saved-gates memory)
 _EVAL_WARMUP = 64  # preceding tokens run (not scored) to warm up each stream's state
