@@ -258,9 +258,11 @@ def is_event_table(path) -> bool:
     cols = first.split("\t") if "\t" in first else first.split()
     if {c.strip().lower() for c in cols} & {"onset", "offset", "event_label", "event_onset"}:
         return True
-    times = cols[1:3] if len(cols) == 4 else cols[0:2] if len(cols) == 3 else None
-    if times is None:
+    if len(cols) not in (3, 4):
         return False
+    if "\t" in first:  # tab-separated with the right column count: read it, errors name the line
+        return True
+    times = cols[1:3] if len(cols) == 4 else cols[0:2]
     try:
         [float(t) for t in times]
     except ValueError:
