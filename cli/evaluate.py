@@ -57,6 +57,10 @@ def evaluate(model, data, beam, length_penalty, max_len, show_attention, attenti
     """Score a model on labelled data.
 
     charlm: DATA is one text file or '-'; prints the loss in nats and bits per char.
+
+    sed: DATA is AUDIO_DIR REFERENCE.tsv (or AUDIO... REFERENCE.tsv); prints segment-based
+    (1 s) and event-based (200 ms collars) F1 and error rate. Without a model, `seqtool eval
+    PREDICTED.tsv REFERENCE.tsv` scores an event list ('-': stdin).
     """
     out = Reporter(quiet=quiet, json_output=json_output)
     if device != "cpu":
@@ -64,4 +68,8 @@ def evaluate(model, data, beam, length_penalty, max_len, show_attention, attenti
     opts = given_options(beam=beam, length_penalty=length_penalty, max_len=max_len,
                          show_attention=show_attention, attention_png=attention_png,
                          threshold=threshold, median_ms=median_ms, roll=roll, png=png)
+    from seqtool.cli.task_sed import evaluate_tables, is_event_table
+
+    if is_event_table(model):  # seqtool eval PRED.tsv REF.tsv: sed scores without a model
+        return evaluate_tables(model, tuple(data), out, opts)
     task_handler(EVALUATORS, "eval", model)(model, tuple(data), out, opts)
