@@ -206,12 +206,19 @@ def roll_image(rolls):
     return np.concatenate(parts, axis=0)
 
 
+def _cpu_only(out: Reporter, opts) -> None:
+    device = getattr(opts, "device", "cpu")
+    if device != "cpu":  # a 120 s recording takes well under a second on the CPU
+        out.warn(f"sed runs on the CPU; ignoring --device {device}")
+
+
 def predict(model_path, inputs, out: Reporter, opts) -> None:
     """Events of each input as DCASE TSV lines (filename onset offset event_label) on stdout."""
     from seqtool.fileio import display_name
     from seqtool.tasks.sed import detect, load_sed
 
     opts.only("sed", ("threshold", "median_ms", "roll", "png"))
+    _cpu_only(out, opts)
     det = load_sed(model_path)
     thr, median_ms = _decode_settings(det, opts)
     hop = det.features.hop_s
@@ -323,6 +330,7 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
     from seqtool.tasks.sed import _audio_path, detect, load_sed
 
     opts.only("sed", ("threshold", "median_ms"))
+    _cpu_only(out, opts)
     if len(data) < 2:
         raise UsageError("sed eval takes AUDIO_DIR REFERENCE.tsv, or AUDIO_FILE... REFERENCE.tsv")
     *audio, ref_path = data
