@@ -43,7 +43,8 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
     """Train a sound event detector on the recordings in AUDIO_DIR.
 
     ANNOTATIONS is a DCASE event list (filename onset offset event_label, tab separated, header
-    line optional; '-' for stdin); every file it names must be in AUDIO_DIR. Features are
+    line optional; '-' for stdin); every file it names must be in AUDIO_DIR (paths relative
+    to it), and recordings it does not name are not used. Features are
     log-mel energies (--sr --win-ms --hop-ms --n-mels --fmin --fmax), standardised with the
     training statistics, all stored in MODEL. Default model: 4 stacked bidirectional LSTM
     layers of 64 units and a sigmoid per class, trained on windows of --seq-len frames with

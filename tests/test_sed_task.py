@@ -418,3 +418,28 @@ def test_score_tables_from_stdin_and_by_hand(tmp_path):
     evt = rec["event_based"]
     assert (evt["n_tp"], evt["substitutions"], evt["deletions"], evt["insertions"]) == (1, 0, 1, 1)
     assert rec["event_based_onset_only"]["substitutions"] == 1
+
+
+def test_short_recordings_are_padded_and_masked():
+    """Windows longer than a recording: padded frames must not count in the loss."""
+    from seqtool.audio import Normalizer
+    from seqtool.tasks.sed import Recording, SEDModel, SEDTask
+
+    rng = np.random.default_rng(1)
+    recs = []
+    for n in (30, 50):
+        roll = (rng.random((n, 2)) < 0.3).astype(np.float32)
+        recs.append(Recording(f"r{n}.wav", rng.standard_normal((n, 4)).astype(np.float32), roll, n * 0.02, []))
+    model = SEDModel(4, 2, hidden=5, layers=1, dropout=0.0, rng=rng)
+    task = SEDTask(model, recs, [], ["a", "b"], FeatureConfig(), Normalizer(np.zeros(4), np.ones(4)),
+                   batch=2, seq_len=64)
+    batch = next(task.train_batches(np.random.default_rng(0)))
+    x, y, lengths, mask = batch
+    assert sorted(lengths.tolist()) == [30, 50] and x.shape[0] == 50 and mask is not None
+    loss = float(task.loss(batch).data)
+    per_frame = []
+    for rec in recs:
+        z = model(rec.features[:, None, :]).data[:, 0].astype(np.float64)  # each alone, unpadded
+        per_frame.append(np.maximum(z, 0) - z * rec.roll + np.log1p(np.exp(-np.abs(z))))
+    assert loss == pytest.approx(np.concatenate(per_frame).mean(), rel=1e-5)
+    assert task.evaluate() is None  # no validation recordings
