@@ -220,6 +220,10 @@ def predict(model_path, inputs, out: Reporter, opts) -> None:
 
     opts.only("sed", ("threshold", "median_ms", "roll", "png"))
     _cpu_only(out, opts)
+    if opts.get("png") == "-":
+        from seqtool.errors import UsageError
+
+        raise UsageError("--png needs a file name: stdout carries the events")
     det = load_sed(model_path)
     thr, median_ms = _decode_settings(det, opts)
     hop = det.features.hop_s

@@ -298,6 +298,8 @@ def test_predict_and_eval_reject_other_tasks_options(model, scenes):
     assert r.exit_code == 2 and "--beam does not apply to sed" in r.stderr
     r = _run("eval", model, test_dir, test_tsv, "--roll")
     assert r.exit_code == 2 and "--roll does not apply to sed" in r.stderr
+    r = _run("predict", model, "--png", "-", input=b"")
+    assert r.exit_code == 2 and "--png" in r.stderr
     r = _run("predict", model, "--threshold", "meow=0.3", input=b"")
     assert r.exit_code == 2 and "meow" in r.stderr
 
