@@ -35,11 +35,14 @@ _LEVELS = " ▁▂▃▄▅▆▇█"  # activity 0..1 in nine steps, for the te
 @click.option("--fmin", type=click.FloatRange(min=0), default=None, help="Lowest mel frequency, Hz [default: 0].")
 @click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Highest mel frequency, Hz [default: sr/2].")
+@click.option("--tune-decoding/--no-tune-decoding", default=True, show_default=True,
+              help="Pick the threshold and median filter with the lowest validation segment error "
+                   "rate as the model's defaults for predict and eval.")
 @train_options
 @common_options
-def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, fmax, cell, hidden, layers,
-              bidirectional, dropout, optimizer, lr, clip_norm, batch, seq_len, epochs, steps, time_budget,
-              patience, checkpoint_every, resume, val_frac, json_output, quiet, device, seed):
+def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, fmax, tune_decoding, cell,
+              hidden, layers, bidirectional, dropout, optimizer, lr, clip_norm, batch, seq_len, epochs, steps,
+              time_budget, patience, checkpoint_every, resume, val_frac, json_output, quiet, device, seed):
     """Train a sound event detector on the recordings in AUDIO_DIR.
 
     ANNOTATIONS is a DCASE event list (filename onset offset event_label, tab separated, header
@@ -49,8 +52,9 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
     training statistics, all stored in MODEL. Default model: 4 stacked bidirectional LSTM
     layers of 64 units and a sigmoid per class, trained on windows of --seq-len frames with
     frame-wise binary cross-entropy. A random --val-frac of the recordings (default 0.1) is
-    held out; each validation prints the loss and the segment-based F1 and error rate. Without
-    a stopping rule it trains for 30 epochs.
+    held out; each validation prints the loss and the segment-based F1 and error rate, and
+    (--tune-decoding) picks the threshold and median filter that predict and eval use by
+    default. Without a stopping rule it trains for 30 epochs.
     """
     import numpy as np
 
@@ -70,6 +74,7 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
     training = {"optimizer": optimizer, "lr": lr, "clip_norm": clip_norm}
     data_opts = {"batch": batch, "seq_len": seq_len, "val_frac": val_frac}
     labels = normalizer = None
+    decode = {"threshold": DEFAULTS["threshold"], "median_ms": DEFAULTS["median_ms"]}
     if resume:
         meta = modelfile.read_meta(resume, expect_task="sed")
         config, saved = meta.get("config") or {}, meta.get("training") or {}
@@ -83,6 +88,7 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
         given = {k: config.get(k) for k in given}
         feature_opts = {k: saved_features.get(k) for k in feature_opts}
         labels, normalizer = meta.get("labels"), Normalizer.from_dict(meta.get("normalizer"))
+        decode.update(meta.get("decode") or {})
         training = {k: saved.get(k) if v is None else v for k, v in training.items()}
         data_opts = {k: (meta.get("data_options") or {}).get(k) if v is None else v for k, v in data_opts.items()}
     cfg = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
@@ -103,7 +109,7 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
         rec.features = normalizer(rec.features)
     model = build_sed(cfg, features.n_mels, len(labels), rng)
     task = SEDTask(model, train, val, labels, features, normalizer, data_opts["batch"], data_opts["seq_len"],
-                   DEFAULTS["threshold"], DEFAULTS["median_ms"])
+                   decode["threshold"], decode["median_ms"], tune_decoding)
     base_meta = task.meta
 
     def meta():  # remember data options so --resume needs no repeated flags

@@ -445,3 +445,27 @@ def test_short_recordings_are_padded_and_masked():
         per_frame.append(np.maximum(z, 0) - z * rec.roll + np.log1p(np.exp(-np.abs(z))))
     assert loss == pytest.approx(np.concatenate(per_frame).mean(), rel=1e-5)
     assert task.evaluate() is None  # no validation recordings
+
+
+def test_decoding_tuned_on_validation_has_the_lowest_error_rate(model, scenes):
+    """The model's stored threshold/median give the lowest validation segment ER of the grid."""
+    from seqtool.audio import Normalizer
+    from seqtool.modelfile import read_meta
+    from seqtool.tasks.sed import (TUNE_MEDIAN_MS, TUNE_THRESHOLDS, SEDTask, frame_logits, load_recordings,
+                                   load_sed, sigmoid)
+
+    _, (test_dir, test_tsv) = scenes
+    det = load_sed(model)
+    decode = read_meta(model)["decode"]
+    assert decode["threshold"] in TUNE_THRESHOLDS + (0.5,) and decode["median_ms"] in TUNE_MEDIAN_MS + (100.0,)
+    recs, _ = load_recordings(test_dir, test_tsv, det.features, det.labels)
+    for r in recs:
+        r.features = det.normalizer(r.features)
+    task = SEDTask(det.model, recs, recs, det.labels, det.features, Normalizer(det.normalizer.mean,
+                   det.normalizer.std), 8, det.window, 0.5, 100.0, tune_decoding=True)
+    result = task.evaluate()
+    probs = [sigmoid(frame_logits(det.model, r.features, det.window)) for r in recs]
+    grid = [(t, m) for t in TUNE_THRESHOLDS for m in TUNE_MEDIAN_MS] + [(0.5, 100.0)]
+    lowest = min(task._segment_scores(probs, t, m)["error_rate"] for t, m in grid)
+    assert result["segment_er"] == pytest.approx(lowest, abs=1e-4)
+    assert task.meta()["decode"] == {"threshold": result["threshold"], "median_ms": result["median_ms"]}

@@ -37,6 +37,9 @@ _CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 DEFAULTS = {"cell": "lstm", "hidden": 64, "layers": 4, "bidirectional": True, "dropout": 0.2,
             "optimizer": "adam", "lr": 2e-3, "clip_norm": 5.0, "batch": 16, "seq_len": 256,
             "val_frac": 0.1, "threshold": 0.5, "median_ms": 100.0}
+# Decoding settings tried on the validation recordings (train sed --tune-decoding).
+TUNE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+TUNE_MEDIAN_MS = (0.0, 60.0, 100.0, 200.0, 300.0)
 _INFER_BATCH = 64  # windows per kernel call at inference (bounds the saved-gates memory)
 # A new detector predicts "inactive" (most frames are): the head starts at sigmoid(-2) ~ 0.12
 # instead of 0.5, which skips the first epoch's worth of learning the class priors.
@@ -291,13 +294,14 @@ class SEDTask:
 
     def __init__(self, model: SEDModel, train, val, labels, features: FeatureConfig,
                  normalizer: Normalizer, batch: int, seq_len: int, threshold: float = 0.5,
-                 median_ms: float = 100.0):
+                 median_ms: float = 100.0, tune_decoding: bool = False):
         if not train:
             raise SeqtoolError("no training recordings")
         self.model, self.train, self.val, self.labels = model, train, val, list(labels)
         self.features, self.normalizer = features, normalizer
         self.seq_len, self.batch = int(seq_len), int(batch)
         self.threshold, self.median_ms = float(threshold), float(median_ms)
+        self.tune_decoding = bool(tune_decoding)
         # (recording, base start) of every window; the epoch's jitter moves the base start
         self._windows = [(r, s) for r, rec in enumerate(train)
                          for s in window_starts(len(rec.features), self.seq_len)]
@@ -364,28 +368,46 @@ class SEDTask:
         return self.position / self.n_batches
 
     def evaluate(self):
+        """Validation loss, and segment F1/ER after decoding. With tune_decoding the threshold
+        and median filter that give the lowest segment error rate on the validation recordings
+        become the model's defaults for predict and eval."""
         if not self.val:
             return None
-        from seqtool.sed_metrics import segment_based
-
-        total, frames, ref, est = 0.0, 0, [], []
-        hop = self.features.hop_s
+        total, frames, probs = 0.0, 0, []
         for rec in self.val:
             logits = frame_logits(self.model, rec.features, self.seq_len)
             total += _bce_numpy(logits, rec.roll) * len(logits)
             frames += len(logits)
-            ref.extend(rec.events)
-            est.extend(detect(sigmoid(logits), self.labels, hop, rec.duration, self.threshold,
-                              self.median_ms, rec.name))
-        seg = segment_based(ref, est, self.labels, 1.0, {r.name: r.duration for r in self.val})
+            probs.append(sigmoid(logits))
+        candidates = [(self.threshold, self.median_ms)]
+        if self.tune_decoding:
+            candidates += [(t, m) for t in TUNE_THRESHOLDS for m in TUNE_MEDIAN_MS]
+        best = None
+        for t, m in candidates:
+            seg = self._segment_scores(probs, t, m)
+            key = (round(seg["error_rate"], 6), -seg["f1"] if seg["f1"] == seg["f1"] else 0.0)
+            if best is None or key < best[0]:
+                best = (key, t, m, seg)
+        _, self.threshold, self.median_ms, seg = best
         self.last_scores = {"segment_f1": round(seg["f1"], 4), "segment_er": round(seg["error_rate"], 4)}
-        return {"loss": total / frames, **self.last_scores}
+        return {"loss": total / frames, **self.last_scores, "threshold": self.threshold,
+                "median_ms": self.median_ms}
+
+    def _segment_scores(self, probs, threshold, median_ms) -> dict:
+        from seqtool.sed_metrics import segment_based
+
+        ref, est = [], []
+        for rec, p in zip(self.val, probs):
+            ref.extend(rec.events)
+            est.extend(detect(p, self.labels, self.features.hop_s, rec.duration, threshold, median_ms, rec.name))
+        return segment_based(ref, est, self.labels, 1.0, {r.name: r.duration for r in self.val})
 
     def on_validation(self, reporter) -> None:
         if self.last_scores:
+            tuned = ", tuned on validation" if self.tune_decoding else ""
             reporter.info(f"  validation: segment F1 {100 * self.last_scores['segment_f1']:.1f}%, "
                           f"ER {self.last_scores['segment_er']:.3f} (threshold {self.threshold:g}, "
-                          f"median {self.median_ms:g} ms)")
+                          f"median {self.median_ms:g} ms{tuned})")
 
     def data_state(self) -> dict:
         return {"position": self.position, "epoch_seed": self.epoch_seed, "windows": len(self._windows),
