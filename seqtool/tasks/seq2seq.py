@@ -41,12 +41,11 @@ from seqtool.errors import SeqtoolError, UsageError
 from seqtool.losses import cross_entropy
 from seqtool.nn import GRU, LSTM, RNN, Embedding, Linear, Module
 from seqtool.nn.module import Parameter
-from seqtool.nn.recurrent import GRULayerFn, LSTMLayerFn, RNNLayerFn
 
 __all__ = [
     "PAD", "UNK", "SOS", "EOS", "SPECIALS", "JOINER", "ATTENTIONS", "DEFAULTS", "Vocab", "tokenize",
     "detokenize", "Seq2Seq", "Seq2SeqTask", "DotAttention", "AdditiveAttention", "build_seq2seq",
-    "load_seq2seq", "Translator", "Hypothesis",
+    "load_seq2seq", "Translator", "Hypothesis", "LSTMCellFn", "GRUCellFn",
 ]  # fmt: skip
 
 PAD, UNK, SOS, EOS = 0, 1, 2, 3
@@ -195,6 +194,63 @@ class AdditiveAttention(Function):
         return dpre.sum(axis=1), dpre, dv, dvals
 
 
+# ----------------------------------------------------------------------------- decoder cells
+# One decoder step is two GEMMs (input and recurrent projections, through F.linear) and one fused
+# gate op. Measured on SCAN (N=64, H=256, one step): the whole-sequence LSTM kernel called with
+# T=1 took 4.5 ms forward + 8.5 ms backward; this cell is several times cheaper.
+
+
+def _sigmoid(x):
+    return 0.5 + 0.5 * np.tanh(0.5 * x)  # exact, and no overflow warning for large |x|
+
+
+class LSTMCellFn(Function):
+    """(gates (N, 4H) = x W_ih^T + b_ih + h W_hh^T + b_hh, c (N, H)) -> (h' (N, H), c' (N, H)),
+    gate order i, f, g, o (PyTorch's)."""
+
+    def forward(self, gates, c):
+        H = c.shape[1]
+        i, f = _sigmoid(gates[:, :H]), _sigmoid(gates[:, H:2 * H])
+        g, o = np.tanh(gates[:, 2 * H:3 * H]), _sigmoid(gates[:, 3 * H:])
+        c_new = f * c + i * g
+        tc = np.tanh(c_new)
+        self.save_for_backward(i, f, g, o, c, tc)
+        return o * tc, c_new
+
+    def backward(self, dh, dc):
+        i, f, g, o, c, tc = self.saved_tensors
+        dh = np.zeros_like(tc) if dh is None else dh
+        dct = dh * o * (1 - tc * tc)
+        if dc is not None:
+            dct = dct + dc
+        dgates = np.concatenate([dct * g * i * (1 - i), dct * c * f * (1 - f),
+                                 dct * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
+        return dgates, dct * f
+
+
+class GRUCellFn(Function):
+    """(gi (N, 3H) = x W_ih^T + b_ih, gh (N, 3H) = h W_hh^T + b_hh, h (N, H)) -> h' (N, H), gate
+    order r, z, n with the reset gate applied after the recurrent product (PyTorch's GRU)."""
+
+    def forward(self, gi, gh, h):
+        H = h.shape[1]
+        r = _sigmoid(gi[:, :H] + gh[:, :H])
+        z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        ghn = gh[:, 2 * H:]
+        n = np.tanh(gi[:, 2 * H:] + r * ghn)
+        self.save_for_backward(r, z, n, ghn, h)
+        return (1 - z) * n + z * h
+
+    def backward(self, dh_new):
+        r, z, n, ghn, h = self.saved_tensors
+        dpre_n = dh_new * (1 - z) * (1 - n * n)
+        dpre_r = dpre_n * ghn * r * (1 - r)
+        dpre_z = dh_new * (h - n) * z * (1 - z)
+        dgi = np.concatenate([dpre_r, dpre_z, dpre_n], axis=1)
+        dgh = np.concatenate([dpre_r, dpre_z, dpre_n * r], axis=1)
+        return dgi, dgh, dh_new * z
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -281,32 +337,31 @@ class Seq2Seq(Module):
             keys = self.attn_key(values)
         return Memory(values, keys, mask), start
 
-    def _layer(self, layer: int, x, state, ones):
-        """One decoder layer, one step: x (1, N, D) -> (y (1, N, H), new state)."""
-        params = self.decoder._params(layer, "", x.dtype)
+    def _layer(self, layer: int, x, state):
+        """One decoder layer, one step: x (N, D) -> (h (N, H), new state); the same weights
+        as the whole-sequence decoder call (PyTorch layout)."""
+        w_ih, w_hh, b_ih, b_hh = self.decoder._params(layer, "", x.dtype)
         if self.cell == "lstm":
-            y, h, c = LSTMLayerFn.apply(x, state[0], state[1], *params, lengths=ones)
-            return y, (h, c)
+            h, c = state
+            h, c = LSTMCellFn.apply(F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh), c)
+            return h, (h, c)
         if self.cell == "gru":
-            y, h = GRULayerFn.apply(x, state, *params, lengths=ones, reset_after=True)
+            h = GRUCellFn.apply(F.linear(x, w_ih, b_ih), F.linear(state, w_hh, b_hh), state)
         else:
-            y, h = RNNLayerFn.apply(x, state, *params, lengths=ones)
-        return y, h
+            h = F.tanh(F.linear(x, w_ih, b_ih) + F.linear(state, w_hh, b_hh))
+        return h, h
 
     def step(self, emb, feed, state, memory: Memory):
         """One decoder step: emb (N, E) of the previous target token, feed (N, H) the previous
         attentional vector (None without attention) -> (output (N, H), new state, weights (N, S))."""
-        N = emb.shape[0]
         x = F.concat([emb, feed], axis=1) if self.input_feed else emb
-        x = x.reshape(1, N, x.shape[1])
-        ones = np.ones(N, np.int64)
         new_state = []
         for layer in range(self.layers):
-            x, s = self._layer(layer, x, state[layer], ones)
+            x, s = self._layer(layer, x, state[layer])
             new_state.append(s)
             if layer < self.layers - 1:
                 x = self._drop(x)
-        top = x.reshape(N, self.hidden)
+        top = x
         if self.attention == "none":
             return self._drop(top), new_state, None
         if self.attention == "additive":
@@ -632,9 +687,19 @@ class Seq2SeqTask:
                 total += float(cross_entropy(logits, tgt_out, ignore_index=PAD, reduction="sum").data)
                 count += int((tgt_out != PAD).sum())
         result = {"loss": total / count}
-        result.update(self._decode_scores())
+        self.last_scores = self._decode_scores()
+        result.update(self.last_scores)
         model.train(was_training)
         return result
+
+    def on_validation(self, reporter) -> None:
+        scores = getattr(self, "last_scores", None)
+        if scores and not getattr(reporter, "quiet", True):
+            shown = [f"exact match {100 * scores['val_exact']:.2f}%"]
+            if "val_bleu" in scores:
+                shown.append(f"BLEU {scores['val_bleu']:.2f}")
+            reporter.info(f"  greedy on {min(len(self.val_idx), _VAL_DECODE)} validation pairs: "
+                          + ", ".join(shown))
 
     def _decode_scores(self) -> dict:
         """Greedy exact match (and BLEU when sacrebleu is there) on up to _VAL_DECODE val pairs."""
