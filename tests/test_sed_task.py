@@ -469,3 +469,38 @@ def test_decoding_tuned_on_validation_has_the_lowest_error_rate(model, scenes):
     lowest = min(task._segment_scores(probs, t, m)["error_rate"] for t, m in grid)
     assert result["segment_er"] == pytest.approx(lowest, abs=1e-4)
     assert task.meta()["decode"] == {"threshold": result["threshold"], "median_ms": result["median_ms"]}
+
+
+def test_eval_of_predictions_matches_sed_eval(model, scenes, tmp_path):
+    """The numbers `seqtool eval PRED REF` prints are sed_eval's for the same two lists."""
+    from test_sed_metrics import _as_dicts, _sed_eval
+
+    sed_eval = _sed_eval()
+    _, (test_dir, test_tsv) = scenes
+    r = _run("predict", model, test_dir)
+    assert r.exit_code == 0, r.output
+    # the tone detector is near perfect: spoil its output so there are errors of every kind
+    lines = []
+    for k, line in enumerate(r.stdout.splitlines()):
+        name, on, off, label = line.split("\t")
+        if k % 5 == 1:
+            continue  # deletion
+        if k % 5 == 2:
+            label = LABELS[(LABELS.index(label) + 1) % 3]  # substitution
+        if k % 5 == 3:
+            on, off = f"{float(on) + 0.3:.3f}", f"{float(off) + 0.3:.3f}"  # outside the collar
+        lines.append("\t".join((name, on, off, label)))
+    lines.append(f"{name}\t7.0\t7.5\tbeep")  # insertion
+    (tmp_path / "pred.tsv").write_text("\n".join(lines) + "\n")
+    got = json.loads(_run("eval", tmp_path / "pred.tsv", test_tsv, "--json").stdout)
+    ref = read_events(test_tsv)
+    est = [Event(Path(e.filename).name, e.onset, e.offset, e.label) for e in read_events(tmp_path / "pred.tsv")]
+    seg = sed_eval.sound_event.SegmentBasedMetrics(LABELS, time_resolution=1.0)
+    evt = sed_eval.sound_event.EventBasedMetrics(LABELS, t_collar=0.2, percentage_of_length=0.2)
+    for f in sorted({e.filename for e in ref + est}):
+        seg.evaluate(_as_dicts([e for e in ref if e.filename == f]), _as_dicts([e for e in est if e.filename == f]))
+        evt.evaluate(_as_dicts([e for e in ref if e.filename == f]), _as_dicts([e for e in est if e.filename == f]))
+    assert got["event_based"]["error_rate"] > 0.1  # not a trivial perfect match
+    for ours, theirs in ((got["segment_based"], seg), (got["event_based"], evt)):
+        assert ours["f1"] == pytest.approx(theirs.overall_f_measure()["f_measure"], abs=1e-12)
+        assert ours["error_rate"] == pytest.approx(theirs.overall_error_rate()["error_rate"], abs=1e-12)
