@@ -38,9 +38,12 @@ _LEVELS = " ▁▂▃▄▅▆▇█"  # activity 0..1 in nine steps, for the te
 @click.option("--tune-decoding/--no-tune-decoding", default=True, show_default=True,
               help="Pick the threshold and median filter with the lowest validation segment error "
                    "rate as the model's defaults for predict and eval.")
+@click.option("--augment/--no-augment", default=None,
+              help="Vary each training window's level (+-6 dB) and blank a random band of up to 8 mel "
+                   "bands [default: on].")
 @train_options
 @common_options
-def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, fmax, tune_decoding, cell,
+def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, fmax, tune_decoding, augment, cell,
               hidden, layers, bidirectional, dropout, optimizer, lr, clip_norm, batch, seq_len, epochs, steps,
               time_budget, patience, checkpoint_every, resume, val_frac, json_output, quiet, device, seed):
     """Train a sound event detector on the recordings in AUDIO_DIR.
@@ -72,7 +75,7 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
              "dropout": dropout}
     feature_opts = {"sr": sr, "win_ms": win_ms, "hop_ms": hop_ms, "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
     training = {"optimizer": optimizer, "lr": lr, "clip_norm": clip_norm}
-    data_opts = {"batch": batch, "seq_len": seq_len, "val_frac": val_frac}
+    data_opts = {"batch": batch, "seq_len": seq_len, "val_frac": val_frac, "augment": augment}
     labels = normalizer = None
     decode = {"threshold": DEFAULTS["threshold"], "median_ms": DEFAULTS["median_ms"]}
     if resume:
@@ -109,7 +112,7 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
         rec.features = normalizer(rec.features)
     model = build_sed(cfg, features.n_mels, len(labels), rng)
     task = SEDTask(model, train, val, labels, features, normalizer, data_opts["batch"], data_opts["seq_len"],
-                   decode["threshold"], decode["median_ms"], tune_decoding)
+                   decode["threshold"], decode["median_ms"], tune_decoding, data_opts["augment"])
     base_meta = task.meta
 
     def meta():  # remember data options so --resume needs no repeated flags

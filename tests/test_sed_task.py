@@ -504,3 +504,27 @@ def test_eval_of_predictions_matches_sed_eval(model, scenes, tmp_path):
     for ours, theirs in ((got["segment_based"], seg), (got["event_based"], evt)):
         assert ours["f1"] == pytest.approx(theirs.overall_f_measure()["f_measure"], abs=1e-12)
         assert ours["error_rate"] == pytest.approx(theirs.overall_error_rate()["error_rate"], abs=1e-12)
+
+
+def test_augmentation_is_a_gain_and_a_blank_band_repeatable_per_epoch():
+    from seqtool.audio import Normalizer
+    from seqtool.tasks.sed import AUG_GAIN_DB, AUG_MAX_BANDS, Recording, SEDModel, SEDTask
+
+    rng = np.random.default_rng(2)
+    recs = [Recording("r.wav", rng.standard_normal((300, 16)).astype(np.float32),
+                      np.zeros((300, 2), np.float32), 6.0, [])]
+    std = np.linspace(5, 15, 16).astype(np.float32)
+
+    def first_batch(augment):
+        task = SEDTask(SEDModel(16, 2, 4, 1, rng=np.random.default_rng(0)), recs, [], ["a", "b"], FeatureConfig(),
+                       Normalizer(np.zeros(16), std), batch=4, seq_len=64, augment=augment)
+        return next(task.train_batches(np.random.default_rng(7)))[0]
+
+    plain, aug = first_batch(False), first_batch(True)
+    np.testing.assert_array_equal(aug, first_batch(True))  # same epoch seed, same augmentation
+    for j in range(plain.shape[1]):
+        diff = aug[:, j] - plain[:, j]  # (T, D)
+        blank = np.all(aug[:, j] == 0, axis=0)
+        assert blank.sum() <= AUG_MAX_BANDS and np.all(np.diff(np.flatnonzero(blank)) == 1)
+        gain_db = diff[:, ~blank] * std[~blank]  # the same dB shift in every kept band and frame
+        assert np.ptp(gain_db) < 1e-3 and abs(gain_db[0, 0]) <= AUG_GAIN_DB

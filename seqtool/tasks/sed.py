@@ -36,7 +36,10 @@ _CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 # trains at ~2.5k frames/s; windows of 256 frames (5.1 s at a 20 ms hop) hold whole events.
 DEFAULTS = {"cell": "lstm", "hidden": 64, "layers": 4, "bidirectional": True, "dropout": 0.2,
             "optimizer": "adam", "lr": 2e-3, "clip_norm": 5.0, "batch": 16, "seq_len": 256,
-            "val_frac": 0.1, "threshold": 0.5, "median_ms": 100.0}
+            "val_frac": 0.1, "augment": True, "threshold": 0.5, "median_ms": 100.0}
+# Training augmentation (train sed --augment): level changes and frequency masking.
+AUG_GAIN_DB = 6.0
+AUG_MAX_BANDS = 8
 # Decoding settings tried on the validation recordings (train sed --tune-decoding).
 TUNE_THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 TUNE_MEDIAN_MS = (0.0, 60.0, 100.0, 200.0, 300.0)
@@ -294,7 +297,7 @@ class SEDTask:
 
     def __init__(self, model: SEDModel, train, val, labels, features: FeatureConfig,
                  normalizer: Normalizer, batch: int, seq_len: int, threshold: float = 0.5,
-                 median_ms: float = 100.0, tune_decoding: bool = False):
+                 median_ms: float = 100.0, tune_decoding: bool = False, augment: bool = False):
         if not train:
             raise SeqtoolError("no training recordings")
         self.model, self.train, self.val, self.labels = model, train, val, list(labels)
@@ -302,6 +305,7 @@ class SEDTask:
         self.seq_len, self.batch = int(seq_len), int(batch)
         self.threshold, self.median_ms = float(threshold), float(median_ms)
         self.tune_decoding = bool(tune_decoding)
+        self.augment = bool(augment)
         # (recording, base start) of every window; the epoch's jitter moves the base start
         self._windows = [(r, s) for r, rec in enumerate(train)
                          for s in window_starts(len(rec.features), self.seq_len)]
@@ -333,11 +337,28 @@ class SEDTask:
             n = lengths[j]
             x[:n, j] = recs[r].features[s:s + n]
             y[:n, j] = recs[r].roll[s:s + n]
+        if self.augment:
+            self._augment(x, k)
         mask = None
         if lengths.min() < L:  # short recordings: padded frames carry no loss
             mask = (np.arange(L)[:, None] < lengths[None, :]).astype(np.float32)[:, :, None]  # (T, N, 1)
             mask = np.ascontiguousarray(np.broadcast_to(mask, y.shape))
         return x, y, lengths, mask
+
+    def _augment(self, x: np.ndarray, k: int) -> None:
+        """In place, per window: a gain of up to +-AUG_GAIN_DB and one band of up to
+        AUG_MAX_BANDS mel bands set to the training mean (frequency masking, as SpecAugment).
+
+        Drawn from (epoch seed, batch index), so a resumed run repeats them exactly.
+        """
+        g = np.random.default_rng([self.epoch_seed, k])
+        D = x.shape[2]
+        std = self.normalizer.std  # (D,) a gain in dB moves a standardised band by dB / std
+        for j in range(x.shape[1]):
+            x[:, j] += (g.uniform(-AUG_GAIN_DB, AUG_GAIN_DB) / std)[None, :].astype(np.float32)
+            width = int(g.integers(0, min(AUG_MAX_BANDS, D - 1) + 1))
+            start = int(g.integers(0, D - width + 1))
+            x[:, j, start:start + width] = 0.0
 
     # ---- trainer protocol
     def train_batches(self, rng):
