@@ -392,3 +392,10 @@ def test_scan_file_converts_to_pairs(tmp_path):
     assert len(pairs) == 4182 and pairs.bad_count == 0
     assert {t for s in pairs.targets for t in s.split()} <= {
         "I_WALK", "I_RUN", "I_JUMP", "I_LOOK", "I_TURN_LEFT", "I_TURN_RIGHT"}
+
+
+def test_help_lists_the_seq2seq_options():
+    r = CliRunner().invoke(cli, ["train", "seq2seq", "--help"])
+    assert r.exit_code == 0
+    for flag in ("--attention", "--teacher-forcing", "--unit", "--min-count", "--reverse", "--strict"):
+        assert flag in r.stdout
