@@ -196,8 +196,10 @@ class AdditiveAttention(Function):
 
 # ----------------------------------------------------------------------------- decoder cells
 # One decoder step is two GEMMs (input and recurrent projections, through F.linear) and one fused
-# gate op. Measured on SCAN (N=64, H=256, one step): the whole-sequence LSTM kernel called with
-# T=1 took 4.5 ms forward + 8.5 ms backward; this cell is several times cheaper.
+# gate op. Measured CPU time per training step on SCAN batches (N=64, one thread): H=256 0.110 s
+# with these cells, 0.104 s calling the whole-sequence LSTM kernel with T=1; H=128 0.040 vs
+# 0.038 s. The GEMMs dominate either way; the cells keep a step in plain NumPy, gradchecked alone,
+# and tests check them against the kernels.
 
 
 def _sigmoid(x):
