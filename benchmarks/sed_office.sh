@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Sound event detection on the DCASE 2016 task 2 office clips: synthesize training and test scenes
+# with clips and timelines kept apart, train `seqtool train sed`, score it, time one 2-minute file.
+#
+#   benchmarks/sed_office.sh [WORKDIR] [TIME_BUDGET]      (defaults: ./sed-office, 25m)
+#
+# Clips: of the 15 per class in the shared data, every 5th (sorted by name) is held out for the
+# test scenes. Timelines: 3 of the 18 official dev timelines (one per EBR) are held out; the other
+# 15 are rendered 4 times each (pink, brown, white and again pink noise, other clips each time),
+# plus 40 random one-minute scenes (EBR -6..6 dB, polyphony 1-3). Test: the 3 held-out timelines
+# over pink and brown noise, and 6 random two-minute scenes, all from the held-out clips.
+set -euo pipefail
+DATA=${SEQTOOL_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}/dcase2016-task2-office
+W=${1:-sed-office}
+BUDGET=${2:-25m}
+TL=$DATA/annotations/dev
+TEST_TL="dev_1_ebr_-6_nec_2_poly_0 dev_1_ebr_0_nec_3_poly_1 dev_1_ebr_6_nec_5_poly_1"
+[ -d "$DATA/clips" ] || { echo "no data at $DATA" >&2; exit 1; }
+mkdir -p "$W/train_clips" "$W/test_clips"
+cd "$W"
+
+for label in $(tail -n +2 "$DATA/clips.tsv" | cut -f2 | sort -u); do
+  i=0
+  for f in $(awk -F'\t' -v l="$label" '$2 == l {print $1}' "$DATA/clips.tsv" | sort); do
+    if [ $((i % 5)) -eq 4 ]; then part=test_clips; else part=train_clips; fi
+    ln -sf "$DATA/clips/$f" "$part/$f"
+    i=$((i + 1))
+  done
+done
+
+seed=1
+for ebr in -6 0 6; do
+  timelines=()
+  for f in "$TL"/dev_1_ebr_${ebr}_*.txt; do
+    case " $TEST_TL " in *" $(basename "$f" .txt) "*) ;; *) timelines+=(--timeline "$f") ;; esac
+  done
+  for bg in pink brown white pink2; do
+    seqtool synth-scenes -q train_clips -o "train/dev_${ebr}_$bg" --ebr="$ebr" --background "${bg%2}" \
+      --seed $seed -n 5 "${timelines[@]}"
+    seed=$((seed + 1))
+  done
+done
+for k in 1 2 3 4; do
+  bg=pink; [ $k -gt 2 ] && bg=brown
+  seqtool synth-scenes -q train_clips -o "train/rand_$k" -n 10 --duration 60 --events-per-class 3 \
+    --polyphony $((k % 3 + 1)) --ebr=-6:6 --background $bg --seed $((100 + k))
+done
+for t in $TEST_TL; do
+  ebr=$(echo "$t" | sed 's/.*ebr_\(-\{0,1\}[0-9]*\)_.*/\1/')
+  for bg in pink brown; do
+    seqtool synth-scenes -q test_clips -o "test/${t}_$bg" --ebr="$ebr" --background $bg --seed 500 --timeline "$TL/$t.txt"
+  done
+done
+seqtool synth-scenes -q test_clips -o test/rand -n 6 --duration 120 --events-per-class 3 --polyphony 2 \
+  --ebr=-6:6 --background pink --seed 900
+
+# one annotation list per part; file names relative to the part's folder
+for part in train test; do
+  { printf 'filename\tonset\toffset\tevent_label\n'
+    for d in "$part"/*/; do n=$(basename "$d"); tail -n +2 "$d/ground_truth.tsv" | sed "s|^|$n/|"; done
+  } > "$part.tsv"
+done
+
+/usr/bin/time -f "train: %e s wall" seqtool train sed train train.tsv -o office.model --time-budget "$BUDGET" --seed 1
+seqtool eval office.model test test.tsv
+/usr/bin/time -f "predict of a 120 s recording: %e s wall, %U s user, %S s sys" \
+  seqtool predict -q office.model test/rand/scene_000.wav > /dev/null
