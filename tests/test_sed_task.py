@@ -326,8 +326,8 @@ def test_resume_continues_exactly(scenes, tmp_path):
 def test_feature_options_are_stored_and_used(scenes, tmp_path):
     (train_dir, train_tsv), _ = scenes
     path = tmp_path / "m.model"
-    r = _run("train", "sed", train_dir, train_tsv, "-o", path, "--steps", 2, "--n-mels", 24, "--hop-ms", 10,
-             "--win-ms", 25, "--sr", 8000, "--fmin", 50, *TINY)
+    r = _run("train", "sed", train_dir, "-", "-o", path, "--steps", 2, "--n-mels", 24, "--hop-ms", 10,
+             "--win-ms", 25, "--sr", 8000, "--fmin", 50, *TINY, input=train_tsv.read_text())  # annotations on stdin
     assert r.exit_code == 0, r.output
     from seqtool.modelfile import read_meta
 
