@@ -270,7 +270,28 @@ def test_features_by_hand():
     ], np.float32)
     got = score_features(notes)
     assert got.dtype == np.float32 and got.shape == (6, N_FEATURES) == (6, len(FEATURE_NAMES))
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_allclose(got[:, :6], expected, atol=1e-6)
+
+
+def test_meter_phase_and_scale_degree_by_hand():
+    # melody in G ending on G: onsets 0 1 2 2.5 (median gap 1)
+    notes = [Note(60, 0.0, 1.0, 0), Note(62, 1.0, 1.0, 0), Note(64, 2.0, 0.5, 0), Note(67, 2.5, 1.5, 0)]
+    f = score_features(notes)
+    col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    s = math.sqrt(0.5)
+    # phase over 2 gaps: 0, 1/2, 1, 5/4 cycles; over 4 gaps: 0, 1/4, 1/2, 5/8 cycles
+    np.testing.assert_allclose(f[:, col["phase2_cos"]], [1, -1, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(f[:, col["phase2_sin"]], [0, 0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(f[:, col["phase4_cos"]], [1, 0, -1, -s], atol=1e-6)
+    np.testing.assert_allclose(f[:, col["phase4_sin"]], [0, 1, 0, -s], atol=1e-6)
+    degrees = f[:, col["degree_0"]:col["degree_11"] + 1]
+    assert (degrees.sum(axis=1) == 1).all()
+    # C D E G over the final G: 5, 7, 9, 0 semitones above the tonal centre
+    assert degrees.argmax(axis=1).tolist() == [5, 7, 9, 0]
+    # with a bass at the last onset the final is the lowest note there (C), not the melody's G
+    f2 = score_features(notes + [Note(48, 2.5, 1.5, 1)])
+    d2 = f2[:, col["degree_0"]:col["degree_11"] + 1].argmax(axis=1)
+    assert sorted(d2.tolist()) == sorted([0, 2, 4, 7, 0])
 
 
 def test_features_ignore_tempo_and_units_but_not_transposition():

@@ -33,7 +33,9 @@ VOICES = ("melody", "all")
 TIME_UNITS = ("beats", "seconds")
 DRUM_CHANNEL = 9  # General MIDI channel 10: unpitched percussion, never a melody
 
-FEATURE_NAMES = ("pitch", "interval", "log_duration", "log_ioi", "rest_before", "is_melody")
+METER_PERIODS = (2, 4)  # metric phase over 2 and 4 typical inter-onset times (beat, bar-ish)
+FEATURE_NAMES = ("pitch", "interval", "log_duration", "log_ioi", "rest_before", "is_melody") + tuple(
+    f"phase{k}_{f}" for k in METER_PERIODS for f in ("cos", "sin")) + tuple(f"degree_{d}" for d in range(12))
 N_FEATURES = len(FEATURE_NAMES)
 INTERVAL_CLIP = 2.0  # octaves: leaps beyond two octaves are rare and carry no extra style information
 LOG_CLIP = 4.0  # log2 ratio clip: 16x the typical length either way
@@ -312,6 +314,12 @@ def score_features(notes: list[Note]) -> np.ndarray:
       rest_before   1 when the voice was silent before the note for more than REST_FRACTION of the
                     median gap
       is_melody     1 for voice 0
+      phase{2,4}_{cos,sin}  cos and sin of 2 pi onset / (k * median gap), k = 2, 4: where the note
+                    falls in a cycle of 2 or 4 typical notes, counted from the first onset (a
+                    unit-free stand-in for metric position: on-beat vs syncopated)
+      degree_0..11  one-hot (pitch - final) mod 12, the final being the lowest pitch at the last
+                    onset: the piece's tonal centre in nearly all tonal and modal music, so this is
+                    the scale degree, the same in every key (modal vs major/minor, chromaticism)
     Times enter only as ratios to the piece's own typical values, so tempo and notation units
     (Palestrina in half notes, chorales in quarters) cannot give the class away.
     """
@@ -355,6 +363,14 @@ def score_features(notes: list[Note]) -> np.ndarray:
     feats[:, 3] = np.where(has, log_ratio(ioi, med_ioi), 0.0)
     feats[:, 4] = has & (gap > REST_FRACTION * med_ioi)
     feats[:, 5] = voice == 0
+    col = 6
+    for k in METER_PERIODS:
+        angle = 2.0 * np.pi * (onset - onset[0]) / (k * med_ioi)
+        feats[:, col] = np.cos(angle)
+        feats[:, col + 1] = np.sin(angle)
+        col += 2
+    final = int(pitch[onset == onset[-1]].min()) % 12
+    feats[np.arange(T), col + (pitch.astype(np.int64) - final) % 12] = 1.0
     return feats
 
 
