@@ -36,8 +36,9 @@ _LEVELS = " ▁▂▃▄▅▆▇█"  # activity 0..1 in nine steps, for the te
 @click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Highest mel frequency, Hz [default: sr/2].")
 @click.option("--tune-decoding/--no-tune-decoding", default=True, show_default=True,
-              help="Pick the threshold and median filter with the lowest validation segment error "
-                   "rate as the model's defaults for predict and eval.")
+              help="Pick the threshold and median filter with the lowest mean of the segment- and "
+                   "event-based error rates on the validation recordings as the model's defaults "
+                   "for predict and eval.")
 @click.option("--augment/--no-augment", default=None,
               help="Vary each training window's level (+-6 dB) and blank a random band of up to 8 mel "
                    "bands [default: on].")

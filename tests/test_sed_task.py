@@ -447,8 +447,8 @@ def test_short_recordings_are_padded_and_masked():
     assert task.evaluate() is None  # no validation recordings
 
 
-def test_decoding_tuned_on_validation_has_the_lowest_error_rate(model, scenes):
-    """The model's stored threshold/median give the lowest validation segment ER of the grid."""
+def test_decoding_tuned_on_validation_has_the_lowest_error_rates(model, scenes):
+    """The model's stored threshold/median give the lowest mean of segment and event ER of the grid."""
     from seqtool.audio import Normalizer
     from seqtool.modelfile import read_meta
     from seqtool.tasks.sed import (TUNE_MEDIAN_MS, TUNE_THRESHOLDS, SEDTask, frame_logits, load_recordings,
@@ -466,8 +466,12 @@ def test_decoding_tuned_on_validation_has_the_lowest_error_rate(model, scenes):
     result = task.evaluate()
     probs = [sigmoid(frame_logits(det.model, r.features, det.window)) for r in recs]
     grid = [(t, m) for t in TUNE_THRESHOLDS for m in TUNE_MEDIAN_MS] + [(0.5, 100.0)]
-    lowest = min(task._segment_scores(probs, t, m)["error_rate"] for t, m in grid)
-    assert result["segment_er"] == pytest.approx(lowest, abs=1e-4)
+    scores = {(t, m): task.decoded_scores(probs, t, m) for t, m in grid}
+    mean_er = {k: 0.5 * (seg["error_rate"] + evt["error_rate"]) for k, (seg, evt) in scores.items()}
+    chosen = (result["threshold"], result["median_ms"])
+    assert mean_er[chosen] == pytest.approx(min(mean_er.values()), abs=1e-9)
+    assert result["segment_er"] == pytest.approx(scores[chosen][0]["error_rate"], abs=1e-4)
+    assert result["event_er"] == pytest.approx(scores[chosen][1]["error_rate"], abs=1e-4)
     assert task.meta()["decode"] == {"threshold": result["threshold"], "median_ms": result["median_ms"]}
 
 
