@@ -98,15 +98,16 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
     cfg = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
     training = {k: DEFAULTS[k] if v is None else v for k, v in training.items()}
     data_opts = {k: DEFAULTS[k] if v is None else v for k, v in data_opts.items()}
+    # the validation split has its own seed, kept in the model, so --resume finds the same parts
+    split_seed = ((meta.get("data_options") or {}).get("split_seed") if resume else None)
+    data_opts["split_seed"] = int(split_seed if split_seed is not None else (0 if seed is None else seed))
     features = FeatureConfig(**{k: v for k, v in feature_opts.items() if v is not None})
     if epochs is None and steps is None and time_budget is None:
         epochs = 30
 
     recordings, labels = load_recordings(audio_dir, annotations, features, labels, out)
     rng = np.random.default_rng(seed)
-    # the split has its own generator: --resume must find the same recordings in each part
-    split_rng = np.random.default_rng(0 if seed is None else seed)
-    train, val = split_recordings(recordings, data_opts["val_frac"], split_rng)
+    train, val = split_recordings(recordings, data_opts["val_frac"], np.random.default_rng(data_opts["split_seed"]))
     if normalizer is None:
         normalizer = Normalizer().fit([r.features for r in train])
     for rec in recordings:

@@ -314,7 +314,7 @@ def test_resume_continues_exactly(scenes, tmp_path):
     part = _run("train", "sed", *args, "-o", tmp_path / "part.model", "--steps", 3)
     assert part.exit_code == 0, part.output
     rest = _run("train", "sed", train_dir, train_tsv, "-q", "-o", tmp_path / "part.model", "--steps", 6,
-                "--resume", tmp_path / "part.model", "--seed", 3)
+                "--resume", tmp_path / "part.model")  # no --seed: the checkpoint keeps the split's
     assert rest.exit_code == 0, rest.output
     a, _ = load_model(tmp_path / "whole.model")
     b, _ = load_model(tmp_path / "part.model")
