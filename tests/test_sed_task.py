@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from seqtool.audio import FeatureConfig, write_wav
 from seqtool.cli.main import cli
 from seqtool.data.events import Event, parse_events, read_events
-from seqtool.errors import SeqtoolError, UsageError
+from seqtool.errors import UsageError
 from seqtool.sed_metrics import event_based, segment_based
 
 SR = 16000
