@@ -18,6 +18,7 @@ from seqtool.cli.options import Reporter, common_options, train_options
 from seqtool.cli.train import check_output, run_training
 
 _FEATURE_KEYS = ("sr", "win_ms", "hop_ms", "n_mels", "fmin", "fmax")
+LR_PATIENCE = 10  # validations without a new best before the lr is halved
 
 
 @click.command("genre")
@@ -31,6 +32,9 @@ _FEATURE_KEYS = ("sr", "win_ms", "hop_ms", "n_mels", "fmin", "fmax")
                    "additive attention over time [default: attention].")
 @click.option("--proj", type=click.IntRange(min=0), default=None, metavar="SIZE",
               help="Linear+tanh projection of the input features before the RNN (0: none) [default: 0].")
+@click.option("--transpose", type=click.IntRange(min=0, max=24), default=None, metavar="SEMITONES",
+              help="Scores: shift each training crop by a random number of semitones in "
+                   "[-SEMITONES, SEMITONES] (augmentation) [default: 0].")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Leave out files whose name or path matches GLOB (repeatable), e.g. for a held-out set.")
 @click.option("--label-regex", default=None, metavar="REGEX",
@@ -49,7 +53,7 @@ _FEATURE_KEYS = ("sr", "win_ms", "hop_ms", "n_mels", "fmin", "fmax")
               help="Audio: highest mel frequency, Hz [default: sr/2].")
 @train_options
 @common_options
-def train_genre(data, output, voices, pool, proj, exclude, label_regex, strict, sr, win_ms, hop_ms, n_mels,
+def train_genre(data, output, voices, pool, proj, transpose, exclude, label_regex, strict, sr, win_ms, hop_ms, n_mels,
                 fmin, fmax, cell, hidden, layers, bidirectional, dropout, optimizer, lr, clip_norm, batch,
                 seq_len, epochs, steps, time_budget, patience, checkpoint_every, resume, val_frac,
                 json_output, quiet, device, seed):
@@ -87,7 +91,7 @@ def train_genre(data, output, voices, pool, proj, exclude, label_regex, strict, 
              "dropout": dropout, "pool": pool, "proj": proj}
     feature_opts = {"sr": sr, "win_ms": win_ms, "hop_ms": hop_ms, "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
     training = {"optimizer": optimizer, "lr": lr, "clip_norm": clip_norm}
-    data_opts = {"batch": batch, "seq_len": seq_len, "val_frac": val_frac}
+    data_opts = {"batch": batch, "seq_len": seq_len, "val_frac": val_frac, "transpose": transpose}
     labels = normalizer = spec = None
     if resume:
         meta = modelfile.read_meta(resume, expect_task="genre")
@@ -128,7 +132,8 @@ def train_genre(data, output, voices, pool, proj, exclude, label_regex, strict, 
     seq_key = "seq_len_score" if spec.kind == "score" else "seq_len_audio"
     data_opts = {"batch": DEFAULTS["batch"] if data_opts["batch"] is None else data_opts["batch"],
                  "seq_len": DEFAULTS[seq_key] if data_opts["seq_len"] is None else data_opts["seq_len"],
-                 "val_frac": DEFAULTS["val_frac"] if data_opts["val_frac"] is None else data_opts["val_frac"]}
+                 "val_frac": DEFAULTS["val_frac"] if data_opts["val_frac"] is None else data_opts["val_frac"],
+                 "transpose": 0 if data_opts["transpose"] is None else data_opts["transpose"]}
     found = sorted({p.label for p in pieces})
     if labels is None:
         labels = found
@@ -151,7 +156,8 @@ def train_genre(data, output, voices, pool, proj, exclude, label_regex, strict, 
     rng = np.random.default_rng(seed)
     model = build_genre({**cfg, "input_size": spec.input_size, "attention": DEFAULTS["attention"]},
                         len(labels), rng)
-    task = GenreTask(model, train, val, labels, spec, normalizer, data_opts["batch"], data_opts["seq_len"])
+    task = GenreTask(model, train, val, labels, spec, normalizer, data_opts["batch"], data_opts["seq_len"],
+                     data_opts["transpose"])
     base_meta = task.meta
 
     def meta():  # remember data options so --resume needs no repeated flags
@@ -160,10 +166,12 @@ def train_genre(data, output, voices, pool, proj, exclude, label_regex, strict, 
     task.meta = meta
     # about two validations per epoch, at least 10 steps apart
     val_every = int(min(500, max(10, task.n_batches // 2)))
+    # A validation set of a few dozen pieces is noisy: with the loop's default (halve the lr after
+    # 3 validations without a new best) music21-styles ran the lr down to 1e-5 within 40 epochs.
     settings = TrainSettings(optimizer=training["optimizer"], lr=training["lr"],
                              clip_norm=training["clip_norm"], epochs=epochs, steps=steps,
                              time_budget=time_budget, val_every=val_every, patience=patience,
-                             checkpoint_every=checkpoint_every)
+                             checkpoint_every=checkpoint_every, lr_patience=LR_PATIENCE)
     counts = {lab: 0 for lab in labels}
     for p in train:
         counts[p.label] += 1

@@ -310,3 +310,29 @@ def test_train_genre_help_and_usage_errors(midi_set, tmp_path):
     r = runner.invoke(cli, ["train", "genre", str(midi_set / "steps"), "-o", str(tmp_path / "m"),
                             "--steps", "1", "-q"])
     assert r.exit_code == 1  # a folder of files, not of class folders
+
+
+def test_transpose_shifts_only_the_pitch_of_real_steps():
+    from seqtool.audio import Normalizer
+    from seqtool.tasks.genre import GenreTask, InputSpec, Piece
+
+    rng = np.random.default_rng(4)
+    raw = [rng.standard_normal((n, 22)).astype(np.float32) for n in (9, 3, 6, 12)]
+    norm = Normalizer().fit(raw)
+    pieces = [Piece(str(i), "ab"[i % 2], norm(f)) for i, f in enumerate(raw)]
+    model = GenreNet(22, 2, hidden=4, layers=1, rng=rng)
+    plain = GenreTask(model, pieces, [], ["a", "b"], InputSpec("score"), norm, batch=4, seq_len=8)
+    moved = GenreTask(model, pieces, [], ["a", "b"], InputSpec("score"), norm, batch=4, seq_len=8, transpose=3)
+    plain._plan, moved._plan = plain._make_plan(7), moved._make_plan(7)
+    x0, len0, y0 = plain._batch(0)
+    x1, len1, y1 = moved._batch(0)
+    assert (len0 == len1).all() and (y0 == y1).all()
+    np.testing.assert_array_equal(x0[:, :, 1:], x1[:, :, 1:])
+    semis = (x1[:, :, 0] - x0[:, :, 0]) * 12 * norm.std[0]  # (T, N) semitones
+    for n, L in enumerate(len1):
+        assert np.allclose(semis[:L, n], round(float(semis[0, n])), atol=1e-3)  # one shift per crop
+        assert abs(semis[0, n]) <= 3 + 1e-3
+        assert (x1[L:, n] == 0).all()  # padding stays zero
+    assert np.abs(semis).max() > 0.5
+    with pytest.raises(Exception, match="scores only"):
+        GenreTask(model, pieces, [], ["a", "b"], InputSpec("audio", features={"n_mels": 22}), norm, 4, 8, transpose=2)

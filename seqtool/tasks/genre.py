@@ -414,8 +414,11 @@ class GenreTask:
     name = "genre"
 
     def __init__(self, model: GenreNet, train: list[Piece], val: list[Piece], labels: list[str],
-                 spec: InputSpec, normalizer, batch: int, seq_len: int):
+                 spec: InputSpec, normalizer, batch: int, seq_len: int, transpose: int = 0):
         self.model, self.train, self.val, self.labels = model, train, val, list(labels)
+        if transpose and spec.kind != "score":
+            raise UsageError("--transpose applies to scores only")
+        self.transpose = int(transpose)
         self.spec, self.normalizer = spec, normalizer
         self.batch, self.seq_len = int(batch), int(seq_len)
         index = {lab: i for i, lab in enumerate(self.labels)}
@@ -436,6 +439,7 @@ class GenreTask:
         lens = np.array([min(len(self.train[i].features), self.seq_len) for i in order])
         starts = np.array([int(rng.integers(0, max(len(self.train[i].features) - self.seq_len, 0) + 1))
                            for i in order])
+        shifts = rng.integers(-self.transpose, self.transpose + 1, n)  # semitones, per crop
         # buckets of 20 batches sorted by crop length: batches of similar lengths (little
         # padding) while the bucket contents stay random
         span = self.batch * 20
@@ -443,16 +447,22 @@ class GenreTask:
         for b0 in range(0, n, span):
             sl = slice(b0, b0 + span)
             o = np.argsort(lens[sl], kind="stable")
-            idx, st = order[sl][o], starts[sl][o]
+            idx, st, sh = order[sl][o], starts[sl][o], shifts[sl][o]
             for k in range(0, len(idx), self.batch):
-                batches.append((idx[k:k + self.batch], st[k:k + self.batch]))
+                batches.append((idx[k:k + self.batch], st[k:k + self.batch], sh[k:k + self.batch]))
         perm = rng.permutation(len(batches))
         return [batches[i] for i in perm]
 
     def _batch(self, k: int):
-        idx, starts = self._plan[k]
+        idx, starts, shifts = self._plan[k]
         seqs = [self.train[i].features[s:s + self.seq_len] for i, s in zip(idx, starts)]
         x, lengths = pad_batch(seqs)
+        if self.transpose:
+            # the pitch column (0) is the only one a transposition changes (intervals and scale
+            # degrees are relative); in normalised units a semitone is 1/12 / std
+            step = 1.0 / (12.0 * float(self.normalizer.std[0]))
+            x[:, :, 0] += np.where(np.arange(x.shape[0])[:, None] < lengths[None, :],
+                                   shifts[None, :] * step, 0.0).astype(np.float32)
         return x, lengths, self._y_train[idx]
 
     def train_batches(self, rng):
@@ -497,7 +507,7 @@ class GenreTask:
 
     def data_state(self) -> dict:
         return {"position": self.position, "epoch_seed": self.epoch_seed, "pieces": len(self.train),
-                "batch": self.batch, "seq_len": self.seq_len}
+                "batch": self.batch, "seq_len": self.seq_len, "transpose": self.transpose}
 
     def load_data_state(self, state: dict) -> None:
         if (state.get("pieces"), state.get("batch"), state.get("seq_len")) != (
