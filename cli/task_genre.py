@@ -34,7 +34,7 @@ LR_PATIENCE = 10  # validations without a new best before the lr is halved
               help="Linear+tanh projection of the input features before the RNN (0: none) [default: 0].")
 @click.option("--transpose", type=click.IntRange(min=0, max=24), default=None, metavar="SEMITONES",
               help="Scores: shift each training crop by a random number of semitones in "
-                   "[-SEMITONES, SEMITONES] (augmentation) [default: 0].")
+                   "[-SEMITONES, SEMITONES] (augmentation) [default: 5 for scores].")
 @click.option("--exclude", multiple=True, metavar="GLOB",
               help="Leave out files whose name or path matches GLOB (repeatable), e.g. for a held-out set.")
 @click.option("--label-regex", default=None, metavar="REGEX",
@@ -67,11 +67,12 @@ def train_genre(data, output, voices, pool, proj, transpose, exclude, label_rege
 
     Scores become one row per note (pitch, interval, duration and inter-onset time relative to
     the piece's median, rest, voice); audio becomes log-mel frames. Features are standardised
-    with training statistics stored in MODEL. Default model: 2 bidirectional LSTM layers of
-    128, attention pooling, dropout 0.2, softmax over the classes; each epoch trains on a random
-    crop of --seq-len steps (default 256 notes, 200 audio frames) of every piece. A stratified
-    --val-frac of the pieces (default 0.1) is held out; validation averages the class
-    probabilities over chunks covering each whole piece and reports loss and accuracy. Without
+    with training statistics stored in MODEL. Default model: 2 bidirectional LSTM layers
+    (scores: 64 units, dropout 0.5; audio: 128, dropout 0.2), attention pooling, softmax over the
+    classes; each epoch trains on a random crop of --seq-len steps (scores: 32 notes, transposed
+    by up to +-5 semitones; audio: 200 frames) of every piece. A stratified --val-frac of the
+    pieces (default 0.1) is held out; validation averages the class probabilities over chunks
+    covering each whole piece and reports loss and accuracy. Without
     a stopping rule it trains for 30 epochs; with --patience the best validation weights are kept.
     """
     import numpy as np
@@ -80,7 +81,7 @@ def train_genre(data, output, voices, pool, proj, transpose, exclude, label_rege
     from seqtool.audio import FeatureConfig, Normalizer
     from seqtool.data.dataset_folders import stratified_split
     from seqtool.errors import SeqtoolError, UsageError
-    from seqtool.tasks.genre import DEFAULTS, GenreTask, InputSpec, build_genre, config_of, read_data
+    from seqtool.tasks.genre import GenreTask, InputSpec, build_genre, config_of, defaults_for, read_data
     from seqtool.train import TrainSettings
 
     out = Reporter(quiet=quiet, json_output=json_output)
@@ -116,8 +117,6 @@ def train_genre(data, output, voices, pool, proj, transpose, exclude, label_rege
         training = {k: saved.get(k) if v is None else v for k, v in training.items()}
         saved_data = meta.get("data_options") or {}
         data_opts = {k: saved_data.get(k) if v is None else v for k, v in data_opts.items()}
-    cfg = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
-    training = {k: DEFAULTS[k] if v is None else v for k, v in training.items()}
     if epochs is None and steps is None and time_budget is None:
         epochs = 30
 
@@ -129,11 +128,10 @@ def train_genre(data, output, voices, pool, proj, transpose, exclude, label_rege
             raise UsageError("--sr/--win-ms/--hop-ms/--n-mels/--fmin/--fmax apply to audio data only")
     else:
         pieces, spec = read_data(data, spec, strict=strict, exclude=exclude, reporter=out)
-    seq_key = "seq_len_score" if spec.kind == "score" else "seq_len_audio"
-    data_opts = {"batch": DEFAULTS["batch"] if data_opts["batch"] is None else data_opts["batch"],
-                 "seq_len": DEFAULTS[seq_key] if data_opts["seq_len"] is None else data_opts["seq_len"],
-                 "val_frac": DEFAULTS["val_frac"] if data_opts["val_frac"] is None else data_opts["val_frac"],
-                 "transpose": 0 if data_opts["transpose"] is None else data_opts["transpose"]}
+    DEFAULTS = defaults_for(spec.kind)
+    cfg = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+    training = {k: DEFAULTS[k] if v is None else v for k, v in training.items()}
+    data_opts = {k: DEFAULTS[k] if v is None else v for k, v in data_opts.items()}
     found = sorted({p.label for p in pieces})
     if labels is None:
         labels = found
