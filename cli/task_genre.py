@@ -221,7 +221,8 @@ def predict(model_path, inputs, out, opts) -> None:
     if opts.device != "cpu":
         out.warn("genre prediction runs on the CPU")
     clf = load_genre(model_path)
-    out.info("# columns: path, predicted label, " + ", ".join(f"P({lab})" for lab in clf.labels))
+    if not out.json_output:  # JSON names its fields
+        out.info("# columns: path, predicted label, " + ", ".join(f"P({lab})" for lab in clf.labels))
 
     def emit(name, feats):
         p = clf.probabilities([feats])[0]
