@@ -19,12 +19,12 @@ from seqtool.errors import SeqtoolError, UsageError
 
 def _eval_charlm(model_path: str, data: tuple[str, ...], out: Reporter, opts) -> None:
     from seqtool.fileio import display_name, read_text
-    from seqtool.sampling import load_charlm, text_loss
+    from seqtool.sampling import load_charlm, text_loss, to_device
 
     opts.only("charlm")
     if len(data) != 1:
         raise UsageError("charlm eval takes one TEXT file (or '-')")
-    lm = load_charlm(model_path)
+    lm = to_device(load_charlm(model_path), opts.device)
     text = read_text(data[0])
     loss, n = text_loss(lm, text, display_name(data[0]))
     if n == 0:
@@ -63,11 +63,13 @@ def evaluate(model, data, beam, length_penalty, max_len, show_attention, attenti
     PREDICTED.tsv REFERENCE.tsv` scores an event list ('-': stdin).
     """
     out = Reporter(quiet=quiet, json_output=json_output)
-    if device != "cpu":
-        out.warn("evaluation runs on the CPU; ignoring --device " + device)
+    from seqtool.device import use
+
+    use(device)  # one-line error without a GPU
     opts = given_options(beam=beam, length_penalty=length_penalty, max_len=max_len,
                          show_attention=show_attention, attention_png=attention_png,
                          threshold=threshold, median_ms=median_ms, roll=roll, png=png)
+    opts.device = device
     from seqtool.cli.task_sed import evaluate_tables, is_event_table
 
     if is_event_table(model):  # seqtool eval PRED.tsv REF.tsv: sed scores without a model
