@@ -213,18 +213,66 @@ def prime(model: CharLM, text: str) -> tuple[np.ndarray, np.ndarray]:
     return h, c
 
 
-def _kernel_weights(model: CharLM) -> tuple:
-    """The compiled loop's weight arguments (stacked per layer; see kernels/sample.py)."""
-    rnn, L = model.rnn, model.layers
-    get = lambda name: np.ascontiguousarray(getattr(rnn, name).data, np.float32)  # noqa: E731
-    GH = _GATES[model.cell] * model.hidden
+# Layer 0's input products are tabulated per token (embed @ W_ih0^T) up to this many bytes.
+_TABLE_BYTES = 32 << 20
+
+
+def _block_rows(hidden: int, gates: int, nblocks: int) -> np.ndarray:
+    """Row order of the packed layout (kernels/sample.py): block by block, each block's units'
+    rows in gate order."""
+    from seqtool.kernels.blas import block
+
+    rows = []
+    for b in range(nblocks):
+        lo, hi = block(b, nblocks, hidden)
+        rows += [g * hidden + j for g in range(gates) for j in range(lo, hi)]
+    return np.asarray(rows, np.int64)
+
+
+def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
+    """The compiled loop's weight arguments, rows packed for `nblocks` blocks of hidden units
+    (see kernels/sample.py), followed by nblocks."""
+    rnn, L, H = model.rnn, model.layers, model.hidden
+    G = _GATES[model.cell]
+    rows = _block_rows(H, G, nblocks)
+    get = lambda name: np.ascontiguousarray(getattr(rnn, name).data[rows], np.float32)  # noqa: E731
     w_ih0 = get("weight_ih_l0")
+    if model.vocab_size * G * H * 4 <= _TABLE_BYTES:
+        x0 = np.ascontiguousarray(model.embed @ w_ih0.T)  # (V, GH)
+        w_ih0 = np.zeros((0, 0), np.float32)
+    else:
+        x0 = model.embed
     rest = [get(f"weight_ih_l{k}") for k in range(1, L)]
-    w_ih_rest = np.stack(rest) if rest else np.zeros((0, GH, model.hidden), np.float32)
+    w_ih_rest = np.stack(rest) if rest else np.zeros((0, G * H, H), np.float32)
     w_hh = np.stack([get(f"weight_hh_l{k}") for k in range(L)])
     b_ih = np.stack([get(f"bias_ih_l{k}") for k in range(L)])
     b_hh = np.stack([get(f"bias_hh_l{k}") for k in range(L)])
-    return model.embed, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, model.head_w, model.head_b
+    return x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, model.head_w, model.head_b, nblocks
+
+
+# A barrier wait longer than this many polls (~1 s) means the threads are not running side by
+# side; the chunk is then redone on one thread.
+_SPIN_LIMIT = 1 << 24
+
+
+def sampling_threads(model: CharLM) -> int:
+    """Threads for the compiled sampling loop: one per 64 hidden units, at most Numba's count."""
+    from seqtool.kernels import num_threads
+
+    return max(1, min(num_threads(), model.hidden // 64))
+
+
+def run_sampler(model: CharLM, weights: tuple, h, c, temperature, top_k, argmax, uniforms, out,
+                threads: int) -> None:
+    """Fill `out` with tokens from the compiled loop, advancing h and c (L, H) in place;
+    `weights` from _kernel_weights (threads beyond its block count are not used)."""
+    from seqtool.kernels.sample import sample_tokens
+
+    *arrays, nblocks = weights
+    args = (nblocks, _CELLS[model.cell], model.reset_after, model.relu, temperature, top_k,
+            argmax, uniforms, out)
+    if not sample_tokens(*arrays, h, c, *args, threads, _SPIN_LIMIT):
+        sample_tokens(*arrays, h, c, *args, 1, _SPIN_LIMIT)  # one thread never waits
 
 
 def to_device(model: CharLM, device: str) -> CharLM:
@@ -263,8 +311,6 @@ def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_te
     """Yield the generated text piece by piece: the prime (if asked), then one piece per
     ``chunk`` tokens. Stops after ``length`` tokens, or right after ``stop_at`` appears in the
     generated text. The same seed gives the same text whatever the chunk size."""
-    from seqtool.kernels.sample import sample_tokens
-
     if length < 0:
         raise UsageError("--length must be >= 0")
     if not argmax and not temperature > 0:
@@ -275,7 +321,8 @@ def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_te
         raise UsageError("chunk must be >= 1")
     h, c = prime(model, prime_text)
     on_device = is_device_array(model.embed) or cuda_kernels_for_host_arrays()
-    weights = None if on_device else _kernel_weights(model)
+    threads = sampling_threads(model)
+    weights = None if on_device else _kernel_weights(model, threads)
     rng = np.random.default_rng(seed)
     detok = _Detokenizer(model, after_prime=bool(prime_text.strip()))
     if include_prime and prime_text:
@@ -289,8 +336,8 @@ def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_te
         if on_device:
             _device_tokens(model, h, c, float(temperature), int(top_k), bool(argmax), u, out[:n])
         else:
-            sample_tokens(*weights, h, c, _CELLS[model.cell], model.reset_after, model.relu,
-                          float(temperature), int(top_k), bool(argmax), u, out[:n])
+            run_sampler(model, weights, h, c, float(temperature), int(top_k), bool(argmax), u,
+                        out[:n], threads)
         done += n
         piece = detok.feed(out[:n])
         if done >= length:

@@ -9,10 +9,9 @@ import pytest
 from seqtool import nn
 from seqtool.autograd import no_grad
 from seqtool.errors import SeqtoolError
-from seqtool.kernels.sample import sample_tokens
 from seqtool.modelfile import save_model
-from seqtool.sampling import (_CELLS, _Detokenizer, _kernel_weights, _token_losses_sum, encode,
-                              generate, load_charlm, prime, text_loss)
+from seqtool.sampling import (_Detokenizer, _kernel_weights, _token_losses_sum, encode, generate,
+                              load_charlm, prime, run_sampler, text_loss)
 
 CHARS = list("abcdefghij klmnop\n.,")
 
@@ -75,12 +74,13 @@ def ref_generate(model, prime_text, n, temperature=1.0, top_k=0, argmax=False, u
     return out, state
 
 
-def run_kernel(model, prime_text, n, temperature=1.0, top_k=0, argmax=False, uniforms=None):
+def run_kernel(model, prime_text, n, temperature=1.0, top_k=0, argmax=False, uniforms=None,
+               threads=1, blocks=None):
     h, c = prime(model, prime_text)
     out = np.empty(n, np.int64)
     u = np.zeros(n) if uniforms is None else uniforms
-    sample_tokens(*_kernel_weights(model), h, c, _CELLS[model.cell], model.reset_after,
-                  model.relu, temperature, top_k, argmax, u, out)
+    weights = _kernel_weights(model, blocks or threads)
+    run_sampler(model, weights, h, c, temperature, top_k, argmax, u, out, threads)
     return out.tolist(), (h, c)
 
 
@@ -88,11 +88,18 @@ CONFIGS = [("lstm", True, "tanh"), ("gru", True, "tanh"), ("gru", False, "tanh")
            ("rnn", True, "tanh"), ("rnn", True, "relu")]
 
 
+# (threads, blocks of hidden units): one thread; one block each; 24 units in 5 uneven blocks
+# (4, 5, 5, 5, 5), two or three per thread.
+SPLITS = [(1, 1), (2, 2), (2, 5)]
+
+
+@pytest.mark.parametrize("threads,blocks", SPLITS)
 @pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS)
-def test_argmax_matches_step_by_step_reference(tmp_path, cell, reset_after, nonlin):
+def test_argmax_matches_step_by_step_reference(tmp_path, cell, reset_after, nonlin, threads,
+                                               blocks):
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, reset_after=reset_after,
                                 nonlinearity=nonlin, head_scale=3.0))
-    got, (h, c) = run_kernel(m, "abc de", 60, argmax=True)
+    got, (h, c) = run_kernel(m, "abc de", 60, argmax=True, threads=threads, blocks=blocks)
     want, (h_ref, c_ref) = ref_generate(m, "abc de", 60, argmax=True)
     assert got == want
     # the state the kernel carries matches the layers' state after the same tokens
@@ -101,18 +108,55 @@ def test_argmax_matches_step_by_step_reference(tmp_path, cell, reset_after, nonl
         np.testing.assert_allclose(c, c_ref[:, 0], atol=2e-5)
 
 
+@pytest.mark.parametrize("threads,blocks", SPLITS)
 @pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS[:3])
 @pytest.mark.parametrize("top_k", [0, 4])
 def test_temperature_sampling_matches_reference_with_same_uniforms(tmp_path, cell, reset_after,
-                                                                   nonlin, top_k):
+                                                                   nonlin, top_k, threads, blocks):
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=3, reset_after=reset_after,
                                 nonlinearity=nonlin, seed=3))
     u = np.random.default_rng(7).random(80)
-    got, _ = run_kernel(m, "hi", 80, temperature=0.7, top_k=top_k, uniforms=u)
+    got, _ = run_kernel(m, "hi", 80, temperature=0.7, top_k=top_k, uniforms=u, threads=threads,
+                        blocks=blocks)
     want, _ = ref_generate(m, "hi", 80, temperature=0.7, top_k=top_k, uniforms=u)
     assert got == want
     if top_k:  # every pick lies among the top k of its step (checked by the reference too)
         assert len(set(got)) > 1
+
+
+@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", False)])
+def test_threads_that_cannot_run_side_by_side_fall_back_to_one(tmp_path, monkeypatch, cell,
+                                                              reset_after):
+    # More blocks than Numba threads: some thread runs two blocks one after the other, so its
+    # first block waits at a barrier for the second until the poll limit; the chunk is redone
+    # on one thread and gives the same tokens and state.
+    import numba
+
+    from seqtool import sampling
+
+    monkeypatch.setattr(sampling, "_SPIN_LIMIT", 10_000)
+    m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, reset_after=reset_after, seed=4))
+    u = np.random.default_rng(1).random(50)
+    blocks = numba.get_num_threads() + 2
+    want, (h1, c1) = run_kernel(m, "ab", 50, uniforms=u, threads=1, blocks=blocks)
+    got, (h2, c2) = run_kernel(m, "ab", 50, uniforms=u, threads=blocks)
+    assert got == want
+    np.testing.assert_array_equal(h2, h1)
+    np.testing.assert_array_equal(c2, c1)
+
+
+def test_large_vocabularies_multiply_embeddings_per_token(tmp_path, monkeypatch):
+    # Above _TABLE_BYTES, layer 0 multiplies the token's embedding by W_ih0 at each step
+    # instead of reading a precomputed row: same tokens as the reference.
+    from seqtool import sampling
+
+    monkeypatch.setattr(sampling, "_TABLE_BYTES", 0)
+    m = load_charlm(make_charlm(tmp_path / "m.st", "lstm", layers=2, head_scale=3.0, seed=2))
+    assert _kernel_weights(m, 2)[1].shape == (4 * m.hidden, 10)  # W_ih0 is passed
+    got, (h, _) = run_kernel(m, "abc", 60, argmax=True, threads=2, blocks=2)
+    want, (h_ref, _) = ref_generate(m, "abc", 60, argmax=True)
+    assert got == want
+    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
 
 
 def test_one_layer_and_no_prime_start_from_head_bias(tmp_path):
