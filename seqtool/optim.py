@@ -209,6 +209,19 @@ class SGD(Optimizer):
         p -= t
 
 
+# Below this many elements the NumPy update is as fast as a compiled call.
+_FUSED_MIN = 16384
+
+
+def _fused_ok(*arrays) -> bool:
+    """Whether the compiled update (kernels/optim.py) applies: large contiguous host arrays of
+    one float dtype."""
+    p = arrays[0]
+    return (p.size >= _FUSED_MIN and p.dtype in (np.float32, np.float64)
+            and all(type(a) is np.ndarray and a.dtype == p.dtype and a.flags.c_contiguous
+                    for a in arrays))
+
+
 class Adam(Optimizer):
     """torch.optim.Adam (L2 weight decay added to the gradient), optional AMSGrad."""
 
@@ -242,6 +255,20 @@ class Adam(Optimizer):
             if self.amsgrad:
                 st["max_exp_avg_sq"] = np.zeros_like(p)
         m, v = st["exp_avg"], st["exp_avg_sq"]
+        step = st["step"]
+        step_size = lr / (1.0 - b1 ** step)
+        bc2_sqrt = math.sqrt(1.0 - b2 ** step)
+        if _fused_ok(p, d, m, v):
+            from seqtool.kernels import num_threads
+            from seqtool.kernels.optim import adam_update
+
+            cast = p.dtype.type  # NumPy casts Python-float operands to the array's dtype
+            vmax = st["max_exp_avg_sq"] if self.amsgrad else v
+            adam_update(p.reshape(-1), d.reshape(-1), m.reshape(-1), v.reshape(-1),
+                        vmax.reshape(-1), cast(1.0 - b1), cast(b2), cast(1.0 - b2),
+                        cast(bc2_sqrt), cast(self.eps), cast(step_size), self.amsgrad,
+                        num_threads())
+            return
         t = self._tmp(p, 1)
         # m.lerp_(d, 1 - b1) as torch does
         np.subtract(d, m, out=t)
@@ -251,9 +278,6 @@ class Adam(Optimizer):
         np.multiply(d, d, out=t)
         t *= 1.0 - b2
         v += t
-        step = st["step"]
-        step_size = lr / (1.0 - b1 ** step)
-        bc2_sqrt = math.sqrt(1.0 - b2 ** step)
         if self.amsgrad:
             vmax = st["max_exp_avg_sq"]
             np.maximum(vmax, v, out=vmax)

@@ -210,6 +210,37 @@ def test_in_place_float32_and_grads_untouched(name, kw):
     assert all(v.dtype == np.float32 for v in opt.state_dict()["arrays"].values())
 
 
+ADAMS = [(n, kw) for n, kw in CONFIGS if n in ("Adam", "AdamW")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,kw", ADAMS, ids=[i for i, (n, _) in zip(IDS, CONFIGS) if n in ("Adam", "AdamW")])
+def test_compiled_adam_gives_numpys_bits(monkeypatch, name, kw, dtype):
+    # Large parameters take the one-pass compiled update (kernels/optim.py); it must give
+    # exactly what the NumPy update gives, in float32 as in float64.
+    rng = np.random.default_rng(3)
+    init = [rng.standard_normal((150, 200)).astype(dtype), rng.standard_normal(40_000).astype(dtype)]
+    grads = [[(rng.standard_normal(a.shape) * 0.1).astype(dtype) for a in init] for _ in range(5)]
+
+    def run(fused_min):
+        monkeypatch.setattr(optim, "_FUSED_MIN", fused_min)
+        params = [P(a.copy()) for a in init]
+        opt = getattr(optim, name)(params, **kw)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads):
+                p.grad = g + dtype(0.3) * p.data
+            opt.step()
+        return params, opt.state_dict()["arrays"]
+
+    fused, fused_state = run(16)
+    plain, plain_state = run(10**12)
+    for a, b, start in zip(fused, plain, init):
+        assert not np.array_equal(a.data, start)
+        np.testing.assert_array_equal(a.data, b.data)
+    for k in plain_state:
+        np.testing.assert_array_equal(fused_state[k], plain_state[k])
+
+
 def _npz_roundtrip(arrays):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
