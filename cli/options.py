@@ -249,6 +249,15 @@ class Reporter:
         """A warning on stderr, shown even when quiet."""
         click.echo(f"seqtool: warning: {msg}", err=True)
 
+    def cpu_only(self, device: str, what: str) -> None:
+        """For work that runs on the CPU only: the one-line error of --device cuda without a
+        GPU (as every command gives), else a warning that --device is ignored."""
+        from seqtool.device import require
+
+        require(device)
+        if device != "cpu":
+            self.warn(f"{what} runs on the CPU; ignoring --device {device}")
+
     def emit(self, obj: Any) -> None:
         """One JSON line on stdout (only with --json; text output is the command's own)."""
         if self.json_output:

@@ -85,8 +85,7 @@ def train_genre(data, output, voices, pool, proj, transpose, exclude, label_rege
     from seqtool.train import TrainSettings
 
     out = Reporter(quiet=quiet, json_output=json_output)
-    if device != "cpu":
-        raise UsageError("train genre runs on --device cpu only for now")
+    out.cpu_only(device, "genre training")
     check_output(output)
     given = {"cell": cell, "hidden": hidden, "layers": layers, "bidirectional": bidirectional,
              "dropout": dropout, "pool": pool, "proj": proj}
@@ -218,8 +217,7 @@ def predict(model_path, inputs, out, opts) -> None:
     from seqtool.tasks.genre import load_genre, piece_features
 
     opts.only("genre")
-    if opts.device != "cpu":
-        out.warn("genre prediction runs on the CPU")
+    out.cpu_only(opts.device, "genre prediction")
     clf = load_genre(model_path)
     if not out.json_output:  # JSON names its fields
         out.info("# columns: path, predicted label, " + ", ".join(f"P({lab})" for lab in clf.labels))
@@ -284,8 +282,7 @@ def evaluate(model_path, data, out, opts) -> None:
     opts.only("genre")
     if len(data) != 1:
         raise UsageError("genre eval takes one DATA: a class folder, a JSONL or a list of paths ('-')")
-    if opts.device != "cpu":
-        out.warn("genre evaluation runs on the CPU")
+    out.cpu_only(opts.device, "genre evaluation")
     clf = load_genre(model_path)
     pieces, _ = read_data(data[0], clf.spec, reporter=out)
     index = {lab: i for i, lab in enumerate(clf.labels)}

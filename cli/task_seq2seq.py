@@ -62,8 +62,7 @@ def train_seq2seq(pairs, output, attention, unit, embed, teacher_forcing, min_co
     out = Reporter(quiet=quiet, json_output=json_output)
     if seq_len is not None:
         raise UsageError("--seq-len does not apply to seq2seq (each pair is one sequence)")
-    if device != "cpu":
-        out.warn("seq2seq trains on the CPU (its decoder runs step by step); ignoring --device")
+    out.cpu_only(device, "seq2seq training (its decoder runs step by step)")
     check_output(output)
 
     given = {"cell": cell, "hidden": hidden, "layers": layers, "embed": embed, "dropout": dropout,
@@ -135,8 +134,7 @@ def _decode_options(opts):
 def _load(model_path, opts, out: Reporter):
     from seqtool.tasks.seq2seq import load_seq2seq
 
-    if opts.device != "cpu":
-        out.warn("seq2seq decodes on the CPU; ignoring --device")
+    out.cpu_only(opts.device, "seq2seq decoding")
     return load_seq2seq(model_path)
 
 

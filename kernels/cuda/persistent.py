@@ -114,8 +114,10 @@ def _kernel(dtype, H, R, stage):
 
     @cu.jit(device=True)
     def rec4(W, hs, p, r, j):
-        # Row r of h_{t-1} times rows j, H+j, 2H+j, 3H+j of W_hh.
-        a_i = hs[p, r, 0] * 0
+        # Row r of h_{t-1} times rows j, H+j, 2H+j, 3H+j of W_hh. The accumulators start
+        # from one - one: a literal 0 times a float32 is float64 in Numba, which would run
+        # every float32 dot product and gate in double precision.
+        a_i = one - one
         a_f = a_i
         a_g = a_i
         a_o = a_i
