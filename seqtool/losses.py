@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from seqtool.autograd import Function, Tensor, _lift
-from seqtool.functional import _log_softmax, _t
+from seqtool.functional import _t
 from seqtool.xp import arange, asarray_on, expit
 
 __all__ = ["cross_entropy", "bce_with_logits", "mse"]
@@ -30,16 +30,22 @@ class CrossEntropy(Function):
         t = targets.reshape(-1)  # (M,)
         valid = t != ignore_index
         t_safe = np.where(valid, t, 0)  # ignored rows index class 0, then get masked out
-        logp = _log_softmax(x, axis=-1)  # (M, C)
         rows = arange(len(t), like=x)
-        loss = np.where(valid, -logp[rows, t_safe], 0).astype(logits.dtype)  # (M,)
+        # One exp pass serves both the loss and the gradient: with e = exp(x - max) and
+        # s = sum(e), -log p[t] = log s - (x[t] - max) and d loss / d x = e / s - onehot(t).
+        z = x - x.max(axis=-1, keepdims=True)  # (M, C)
+        picked = z[rows, t_safe]  # (M,)
+        np.exp(z, out=z)
+        s = z.sum(axis=-1)  # (M,)
+        loss = np.where(valid, np.log(s) - picked, 0).astype(logits.dtype)  # (M,)
         self.count = int(valid.sum())
         self.reduction, self.shape = reduction, logits.shape
         if any(self.needs_input_grad):
-            # d loss_m / d x_m = softmax(x_m) - onehot(t_m); kept for backward
-            self.grad = np.exp(logp)
-            self.grad[rows, t_safe] -= 1
-            self.grad[~valid] = 0
+            z /= s[:, None]
+            z[rows, t_safe] -= 1
+            if self.count < len(t):
+                z[~valid] = 0
+            self.grad = z
         if reduction == "none":
             return loss.reshape(targets.shape)
         total = loss.sum()
@@ -55,7 +61,9 @@ class CrossEntropy(Function):
             scale = g
         else:
             scale = g / g.dtype.type(max(self.count, 1))
-        return (self.grad * scale).reshape(self.shape), None
+        grad, self.grad = self.grad, None  # consumed: scaled in place, not copied (M x C)
+        np.multiply(grad, scale, out=grad)
+        return grad.reshape(self.shape), None
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean"):
