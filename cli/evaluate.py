@@ -50,10 +50,13 @@ EVALUATORS: dict[str, Callable | str] = {
 @click.command("eval")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("data", nargs=-1, required=True)
+@click.option("--multi-ref", is_flag=True, default=False,
+              help="seq2seq: translate each distinct source once and score it against all of "
+                   "its targets (sacrebleu with several references).")
 @task_options
 @common_options
-def evaluate(model, data, beam, length_penalty, max_len, show_attention, attention_png, threshold,
-             median_ms, roll, png, json_output, quiet, device, seed):
+def evaluate(model, data, multi_ref, beam, length_penalty, max_len, show_attention, attention_png,
+             threshold, median_ms, roll, png, json_output, quiet, device, seed):
     """Score a model on labelled data.
 
     charlm: DATA is one text file or '-'; prints the loss in nats and bits per char.
@@ -68,7 +71,8 @@ def evaluate(model, data, beam, length_penalty, max_len, show_attention, attenti
     use(device)  # one-line error without a GPU
     opts = given_options(beam=beam, length_penalty=length_penalty, max_len=max_len,
                          show_attention=show_attention, attention_png=attention_png,
-                         threshold=threshold, median_ms=median_ms, roll=roll, png=png)
+                         threshold=threshold, median_ms=median_ms, roll=roll, png=png,
+                         multi_ref=multi_ref)
     opts.device = device
     from seqtool.cli.task_sed import evaluate_tables, is_event_table
 

@@ -255,15 +255,23 @@ def _buckets(lengths):
     return [(lo, lo + width - 1) for lo in range(1, top + 1, width)]
 
 
+def _reference_streams(ref_lists, rows):
+    """sacrebleu's reference streams for the given rows: stream k holds each row's k-th
+    reference, None where a row has fewer (sacrebleu then reports nrefs:var)."""
+    n = max(len(ref_lists[i]) for i in rows)
+    return [[ref_lists[i][k] if k < len(ref_lists[i]) else None for i in rows] for k in range(n)]
+
+
 def evaluate(model_path, data, out: Reporter, opts) -> None:
     """Corpus BLEU (sacrebleu, default 13a tokenization: the `sacrebleu` command's number),
-    exact match, and both by source length."""
+    exact match, and both by source length. --multi-ref: one translation per distinct source,
+    scored against all of that source's targets."""
     import numpy as np
 
     from seqtool.data.pairs import read_pairs
     from seqtool.errors import SeqtoolError, UsageError
 
-    opts.only("seq2seq", ("beam", "length_penalty", "max_len"))
+    opts.only("seq2seq", ("beam", "length_penalty", "max_len", "multi_ref"))
     if len(data) != 1:
         raise UsageError("seq2seq eval takes one PAIRS.tsv file (or '-')")
     try:
@@ -271,12 +279,19 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
     except ImportError:
         raise SeqtoolError("seq2seq eval needs sacrebleu: pip install sacrebleu") from None
     beam, alpha, max_len = _decode_options(opts)
+    multi_ref = bool(opts.get("multi_ref"))
     tr = _load(model_path, opts, out)
     pairs = read_pairs(data[0], reverse=tr.reverse)
     if pairs.bad_count:
         out.warn(pairs.bad_message())
-    sources = [tr.source_ids(s)[1] for s in pairs.sources]
-    refs = [" ".join(t.split()) for t in pairs.targets]
+    if multi_ref:  # a source given several times (several valid translations) is one item
+        grouped: dict[str, list[str]] = {}
+        for src, tgt in zip(pairs.sources, pairs.targets):
+            grouped.setdefault(" ".join(src.split()), []).append(" ".join(tgt.split()))
+        texts, ref_lists = list(grouped), list(grouped.values())
+    else:
+        texts, ref_lists = pairs.sources, [[" ".join(t.split())] for t in pairs.targets]
+    sources = [tr.source_ids(s)[1] for s in texts]
     hyps = [None] * len(sources)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths batch well
     with out.progress("translating", total=len(order)) as bar:
@@ -290,9 +305,10 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
                 for i, h in zip(part, tr.greedy([sources[i] for i in part], max_len)):
                     hyps[i] = tr.text(h.ids)
                 bar.advance(len(part))
+    everything = range(len(hyps))
     metric = sacrebleu.BLEU()  # the defaults of the `sacrebleu` command (13a, exp smoothing)
-    bleu = metric.corpus_score(hyps, [refs])
-    exact = np.array([h == r for h, r in zip(hyps, refs)])
+    bleu = metric.corpus_score(hyps, _reference_streams(ref_lists, everything))
+    exact = np.array([h in refs for h, refs in zip(hyps, ref_lists)])
     lengths = [len(s) for s in sources]
     table = []
     bucket_metric = sacrebleu.BLEU(effective_order=True)
@@ -302,22 +318,27 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
             continue
         # Effective order: a bucket of 1-3 word sentences has no 4-grams, and plain BLEU would
         # be 0 for every model there; the corpus score above stays the standard one.
-        b = bucket_metric.corpus_score([hyps[i] for i in idx], [[refs[i] for i in idx]])
+        b = bucket_metric.corpus_score([hyps[i] for i in idx], _reference_streams(ref_lists, idx))
         table.append({"source_len": f"{lo}-{hi}" if hi > lo else str(lo), "pairs": len(idx),
                       "bleu": round(b.score, 2), "exact": round(float(exact[idx].mean()), 4)})
     decoding = f"beam {beam}, length penalty {alpha:g}" if beam > 1 else "greedy"
     signature = str(metric.get_signature())
+    n_refs = sum(len(r) for r in ref_lists)
     if out.json_output:
-        out.emit({"task": "seq2seq", "bleu": round(bleu.score, 2), "exact": round(float(exact.mean()), 4),
-                  "pairs": len(refs), "decoding": decoding, "signature": signature,
+        record = {"task": "seq2seq", "bleu": round(bleu.score, 2), "exact": round(float(exact.mean()), 4),
+                  "pairs": n_refs, "decoding": decoding, "signature": signature,
                   "bucket_signature": str(bucket_metric.get_signature()),
-                  "by_source_length": table})
+                  "by_source_length": table}
+        if multi_ref:
+            record["sources"] = len(hyps)
+        out.emit(record)
         return
-    click.echo(f"BLEU {bleu.score:.2f}  exact match {100 * exact.mean():.2f}%  ({len(refs)} pairs, "
+    counted = (f"{len(hyps)} sources, {n_refs} references" if multi_ref else f"{n_refs} pairs")
+    click.echo(f"BLEU {bleu.score:.2f}  exact match {100 * exact.mean():.2f}%  ({counted}, "
                f"{decoding})")
     click.echo(f"sacrebleu {signature}: {bleu}")
-    click.echo(f"{'source tokens':>13}  {'pairs':>6}  {'BLEU*':>6}  {'exact':>7}   "
-               f"(* effective n-gram order within a bucket)")
+    click.echo(f"{'source tokens':>13}  {'sources' if multi_ref else 'pairs':>7}  {'BLEU*':>6}  "
+               f"{'exact':>7}   (* effective n-gram order within a bucket)")
     for row in table:
-        click.echo(f"{row['source_len']:>13}  {row['pairs']:>6}  {row['bleu']:>6.2f}  "
+        click.echo(f"{row['source_len']:>13}  {row['pairs']:>7}  {row['bleu']:>6.2f}  "
                    f"{100 * row['exact']:>6.2f}%")

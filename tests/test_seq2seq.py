@@ -243,6 +243,38 @@ def test_eval_bleu_equals_sacrebleu_command(trained, tmp_path):
     assert abs(_json(r)[0]["bleu"] - float(cmd.stdout)) < 0.006  # eval rounds to 2 decimals
 
 
+def test_multi_ref_eval_scores_each_source_once_against_all_its_targets(trained, tmp_path):
+    sacrebleu = pytest.importorskip("sacrebleu")
+    pairs = read_pairs(trained["test"])
+    first = dict(zip(pairs.sources[::-1], pairs.targets[::-1]))  # one target per distinct source
+    sources = list(dict.fromkeys(pairs.sources))[:30]
+    targets = [first[s] for s in sources]
+    # every third source also appears with a wrong second target, and once more with a third
+    lines = [f"{s}\t{t}" for s, t in zip(sources, targets)]
+    lines += [f"{s}\t{t} a" for s, t in list(zip(sources, targets))[::3]]
+    lines += [f"{s}\tb" for s in sources[::6]]
+    data = _write(tmp_path / "multi.tsv", lines)
+    r = CliRunner().invoke(cli, ["predict", trained["model"], _write(tmp_path / "s.txt", sources)])
+    hyps = r.stdout.splitlines()
+    refs = {s: [t] for s, t in zip(sources, targets)}
+    for s, t in list(zip(sources, targets))[::3]:
+        refs[s].append(t + " a")
+    for s in sources[::6]:
+        refs[s].append("b")
+    streams = [[refs[s][k] if k < len(refs[s]) else None for s in sources] for k in range(3)]
+    want = sacrebleu.BLEU().corpus_score(hyps, streams).score
+    r = CliRunner().invoke(cli, ["eval", trained["model"], data, "--multi-ref", "--json"])
+    assert r.exit_code == 0, r.output
+    (rec,) = _json(r)
+    assert rec["sources"] == 30 and rec["pairs"] == len(lines)
+    assert abs(rec["bleu"] - want) < 0.006
+    assert rec["exact"] == round(float(np.mean([h in refs[s] for h, s in zip(hyps, sources)])), 4)
+    assert "nrefs:var" in rec["signature"]
+    # one reference per line: the same hypotheses scored line by line give a lower BLEU
+    r = CliRunner().invoke(cli, ["eval", trained["model"], data, "--json"])
+    assert _json(r)[0]["bleu"] < rec["bleu"]
+
+
 def test_batched_greedy_equals_one_at_a_time(trained):
     tr = load_seq2seq(trained["model"])
     sources = [tr.source_ids(s)[1] for s in ["a b", "f e d c b a", "c", "d d e", "b a f e"]]
