@@ -240,11 +240,18 @@ def test_persistent_matches_per_step(monkeypatch, dtype, reverse, rows, threads,
     for k, (p, s) in enumerate(zip(one, per_step)):
         assert p.shape == s.shape and p.dtype == s.dtype
         np.testing.assert_allclose(p, s, rtol=0, atol=tol, err_msg=f"output {k}")
-    # backward reuses the per-step path on the persistent kernel's saved arrays
+    # the persistent backward on the persistent forward's arrays, against the per-step path
+    assert persistent.staged(4, persistent.rows_per_block(N, 4), dtype, backward=True) == staged
     dy, dh_n, dc_n = upstream("lstm", a, seed=10)
-    d_p = backward(gpu, "lstm", a, lengths, reverse, {}, one, dy, dh_n, dc_n)
-    d_s = backward(gpu, "lstm", a, lengths, reverse, {}, per_step, dy, dh_n, dc_n)
+    given = [u.copy() for u in (dy, dh_n, dc_n)]
+    with persistent.forced(True):
+        d_p = backward(gpu, "lstm", a, lengths, reverse, {}, one, dy, dh_n, dc_n)
+    for u, g in zip((dy, dh_n, dc_n), given):  # upstream gradients are inputs, left untouched
+        np.testing.assert_array_equal(u, g)
+    with persistent.forced(False):
+        d_s = backward(gpu, "lstm", a, lengths, reverse, {}, per_step, dy, dh_n, dc_n)
     for k, (p, s) in enumerate(zip(d_p, d_s)):
+        assert p.shape == s.shape and p.dtype == s.dtype
         np.testing.assert_allclose(p, s, rtol=0, atol=100 * tol, err_msg=f"gradient {k}")
 
 
@@ -276,9 +283,13 @@ def test_persistent_choice_is_measured_once_per_shape_on_a_gpu(monkeypatch):
     # same shape (T rounds to the same power of two): the answer is reused, nothing is timed
     assert persistent.choose(90, 8, 128, np.float32, timings(9.0, 1.0)) is True and len(timed) == 2
     assert persistent.choose(100, 16, 128, np.float32, timings(3.0, 1.0)) is False and len(timed) == 4
+    # the backward pass of a shape is timed on its own
+    assert persistent.choose(100, 8, 128, np.float32, timings(2.0, 1.0), "backward") is False
+    assert len(timed) == 6
+    assert persistent.choose(100, 8, 128, np.float32, timings(0.0, 1.0)) is True and len(timed) == 6
     # shapes the kernel cannot take are never timed
     assert persistent.choose(100, 8, persistent.MAX_H + 1, np.float32, timings(0.0, 1.0)) is False
-    assert persistent.choose(1, 8, 64, np.float32, timings(0.0, 1.0)) is False and len(timed) == 4
+    assert persistent.choose(1, 8, 64, np.float32, timings(0.0, 1.0)) is False and len(timed) == 6
     with persistent.forced(False):
         assert persistent.choose(100, 8, 128, np.float32, timings(0.0, 1.0)) is False
 

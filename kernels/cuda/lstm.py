@@ -7,7 +7,8 @@ Same names, arguments, shapes and saved arrays as the CPU kernel (see kernels/ls
   gates  (4H, T, N)   activated i, f, g, o (zero on padding)
 Per step: one GEMM through the array module, rec (4H, N) = W_hh h_{t-1}^T, then one fused
 kernel with a thread per (j, n), n fastest, so that gate-major reads and writes coalesce.
-For small H the forward may instead run as one persistent launch (persistent.py).
+For small H the forward and the backward recurrence may instead each run as one persistent
+launch (persistent.py), chosen per shape by timing both paths once.
 """
 from seqtool.kernels.cuda import common, persistent
 from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
@@ -133,16 +134,33 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
     cu, xp, lengths = common.prepare(x, lengths)
     T, N, D = x.shape
     H = h.shape[2]
-    _, backward_step = _kernels(x.dtype)
     dgates = xp.empty((4 * H, T, N), x.dtype)  # gradients of the gate pre-activations
     dh = xp.ascontiguousarray(dh_n.T)  # (H, N)
     dc = xp.ascontiguousarray(dc_n.T)
-    w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 4H)
-    launch = grid(N * H)
-    for t in time_order(T, not reverse):  # the opposite order of the forward sweep
-        prev, cur = step_slots(t, reverse)
-        backward_step[launch](dgates, dh, dc, gates, c, dy, lengths, t, prev, cur)
-        common.merge_rows(dh, w_hh_t @ dgates[:, t], lengths, t, False, batch_axis=1)
+
+    def recurrence(on_persistent, dgates, dh, dc):
+        if on_persistent:
+            persistent.run_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse)
+            return
+        _, backward_step = _kernels(x.dtype)
+        w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 4H)
+        launch = grid(N * H)
+        for t in time_order(T, not reverse):  # the opposite order of the forward sweep
+            prev, cur = step_slots(t, reverse)
+            backward_step[launch](dgates, dh, dc, gates, c, dy, lengths, t, prev, cur)
+            common.merge_rows(dh, w_hh_t @ dgates[:, t], lengths, t, False, batch_axis=1)
+
+    def time_path(on_persistent):  # on scratch copies, as in lstm_forward
+        scratch = [a.copy() for a in (dgates, dh, dc)]
+        recurrence(on_persistent, *scratch)
+        start, stop = cu.event(), cu.event()
+        start.record()
+        recurrence(on_persistent, *scratch)
+        stop.record()
+        stop.synchronize()
+        return cu.event_elapsed_time(start, stop)
+
+    recurrence(persistent.choose(T, N, H, x.dtype, time_path, "backward"), dgates, dh, dc)
     dg2 = dgates.reshape(4 * H, T * N)
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)  # the states that fed each step
     dx = (dg2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)

@@ -1,4 +1,4 @@
-"""Persistent LSTM forward: the whole sequence in ONE launch, for small hidden sizes.
+"""Persistent LSTM forward and backward: the whole sequence in ONE launch, for small hidden sizes.
 
 The per-step path launches a GEMM and a gate kernel for every step; for small N and H each of
 those is pure launch latency. Here one thread block owns R batch rows for the whole sequence
@@ -13,7 +13,15 @@ Memory: 4H*H + 2RH values of shared memory. Static shared memory is limited to 4
 block, so W_hh is staged only when it fits: float32 H <= 55, float64 H <= 38 (at R=1). Larger H
 (up to MAX_H) reads W_hh from global memory (L2-resident: 1 MiB at H=256 float32) instead.
 Outputs are identical in layout to lstm.lstm_forward (gates activated, zero on padding), so
-lstm_backward runs unchanged on them.
+either backward runs on them.
+
+The backward recurrence has the same shape, in reverse time order, with two phases per step:
+  1. thread -> units (r, j): the gate gradients dgates[:, t, n] from dh_t (shared, double-
+     buffered), dy and dc (global, one owner per unit), as lstm.backward_step; also kept in
+     shared dg_s (R, 4H) for phase 2; syncthreads.
+  2. thread -> units (r, m): dh_{t-1}[r, m] = sum_q W_hh[q, m] dg_s[r, q] (a column of W_hh, so
+     neighbouring threads read neighbouring addresses); padding passes dh through; syncthreads.
+Shared memory: 4H*H (staged W_hh) + 6RH values. The weight gradients stay large GEMMs after it.
 """
 import contextlib
 
@@ -45,20 +53,23 @@ def rows_per_block(N, H):
     return max(1, min(N, ROWS if ROWS is not None else THREADS // H))
 
 
-def staged(H, R, dtype):
-    return (4 * H * H + 2 * R * H) * np.dtype(dtype).itemsize <= SMEM_BYTES
+def staged(H, R, dtype, backward=False):
+    per_row = 6 * H if backward else 2 * H  # dh_s (2, R, H) and dg_s (R, 4H); hs (2, R, H)
+    return (4 * H * H + R * per_row) * np.dtype(dtype).itemsize <= SMEM_BYTES
 
 
-# (N, H, dtype, T rounded up to a power of two) -> True if the persistent kernel measured faster
+# (pass, N, H, dtype, T rounded up to a power of two) -> True if the persistent kernel measured
+# faster; pass is "forward" or "backward", each timed on its own.
 MEASURED: dict = {}
 
 
-def _shape_key(T, N, H, dtype):
-    return N, H, np.dtype(dtype).str, 1 << max(0, int(T - 1).bit_length())
+def _shape_key(T, N, H, dtype, which="forward"):
+    return which, N, H, np.dtype(dtype).str, 1 << max(0, int(T - 1).bit_length())
 
 
-def choose(T, N, H, dtype, time_path):
-    """Whether lstm_forward takes the persistent kernel for this shape.
+def choose(T, N, H, dtype, time_path, which="forward"):
+    """Whether lstm_forward (which="forward") or lstm_backward ("backward") takes the
+    persistent kernel for this shape.
 
     Eligible shapes (policy_allows) are decided by measurement on a real GPU: the first call of
     a shape times one forward each way (``time_path(persistent: bool) -> seconds``, synchronized)
@@ -71,7 +82,7 @@ def choose(T, N, H, dtype, time_path):
         return False
     if common.simulator():
         return use_persistent(T, N, H, dtype)
-    key = _shape_key(T, N, H, dtype)
+    key = _shape_key(T, N, H, dtype, which)
     if key not in MEASURED:
         MEASURED[key] = time_path(True) < time_path(False)
     return MEASURED[key]
@@ -203,3 +214,116 @@ def run(gates, b, w_hh, h, c, y, lengths, reverse):
     kernel = _kernel(np.dtype(gates.dtype), H, R, stage)
     threads = min(THREADS, R * H)
     kernel[-(-N // R), threads](gates, b, xp.ascontiguousarray(w_hh), h, c, y, lengths, bool(reverse))
+
+
+@common.kernel_cache
+def _backward_kernel(dtype, H, R, stage):
+    global cuda
+    cu = cuda = common.cuda()
+    one, _, tanh_ = common.activations(dtype)
+    nb_dtype = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}[np.dtype(dtype)]
+    from numba import types
+
+    ty = getattr(types, nb_dtype)
+    W_SHAPE = (4 * H, H) if stage else (1, 1)
+    DH_SHAPE = (2, R, H)
+    DG_SHAPE = (R, 4 * H)
+
+    @cu.jit(device=True)
+    def column_dot(W, dg_s, r, m):
+        # Column m of W_hh times row r of the step's gate gradients: (W_hh^T dg)[m].
+        acc = one - one  # dtype-typed zero, as in rec4
+        for q in range(4 * H):
+            acc += W[q, m] * dg_s[r, q]
+        return acc
+
+    @cu.jit
+    def lstm_persistent_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse):
+        # dgates (4H, T, N) out; dh, dc (H, N): in, the gradients reaching the last state;
+        # out, those reaching the initial state. Layouts of lstm.py otherwise.
+        T = dy.shape[0]
+        N = dy.shape[1]
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        n0 = cuda.blockIdx.x * R
+        w_s = cuda.shared.array(W_SHAPE, ty)
+        dh_s = cuda.shared.array(DH_SHAPE, ty)
+        dg_s = cuda.shared.array(DG_SHAPE, ty)
+        if stage:
+            for k in range(tid, 4 * H * H, nt):
+                w_s[k // H, k % H] = w_hh[k // H, k % H]
+        for k in range(tid, R * H, nt):
+            j = k // R
+            r = k - j * R
+            if n0 + r < N:
+                dh_s[0, r, j] = dh[j, n0 + r]
+        cuda.syncthreads()
+        for s in range(T):
+            t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
+            prev = t + 1 if reverse else t
+            cur = t if reverse else t + 1
+            p = s % 2
+            for k in range(tid, R * H, nt):  # phase 1: gate gradients of units (r, j)
+                j = k // R
+                r = k - j * R
+                n = n0 + r
+                if n < N:
+                    if t >= lengths[n]:  # padding: dh and dc pass through
+                        for q in range(4):
+                            dgates[q * H + j, t, n] = 0
+                    else:
+                        i_ = gates[j, t, n]
+                        f_ = gates[H + j, t, n]
+                        g_ = gates[2 * H + j, t, n]
+                        o_ = gates[3 * H + j, t, n]
+                        dh_t = dh_s[p, r, j] + dy[t, n, j]
+                        tc = tanh_(c[cur, j, n])
+                        dc_t = dc[j, n] + dh_t * o_ * (one - tc * tc)
+                        d_i = dc_t * g_ * i_ * (one - i_)
+                        d_f = dc_t * c[prev, j, n] * f_ * (one - f_)
+                        d_g = dc_t * i_ * (one - g_ * g_)
+                        d_o = dh_t * tc * o_ * (one - o_)
+                        dgates[j, t, n] = d_i
+                        dgates[H + j, t, n] = d_f
+                        dgates[2 * H + j, t, n] = d_g
+                        dgates[3 * H + j, t, n] = d_o
+                        dg_s[r, j] = d_i
+                        dg_s[r, H + j] = d_f
+                        dg_s[r, 2 * H + j] = d_g
+                        dg_s[r, 3 * H + j] = d_o
+                        dc[j, n] = dc_t * f_
+            cuda.syncthreads()
+            for k in range(tid, R * H, nt):  # phase 2: dh_{t-1} of units (r, m)
+                m = k // R
+                r = k - m * R
+                n = n0 + r
+                if n < N:
+                    if t >= lengths[n]:
+                        dh_s[1 - p, r, m] = dh_s[p, r, m]
+                    elif stage:
+                        dh_s[1 - p, r, m] = column_dot(w_s, dg_s, r, m)
+                    else:
+                        dh_s[1 - p, r, m] = column_dot(w_hh, dg_s, r, m)
+            cuda.syncthreads()  # dg_s and dh_s[p] are free for step s+1
+        for k in range(tid, R * H, nt):
+            j = k // R
+            r = k - j * R
+            if n0 + r < N:
+                dh[j, n0 + r] = dh_s[T % 2, r, j]
+
+    return lstm_persistent_backward
+
+
+def run_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse):
+    """The recurrence of lstm.lstm_backward in one launch: fills dgates and turns dh, dc (H, N)
+    from the gradients at the last state into those at the initial state, in place."""
+    xp = common.array_module(gates)
+    T, N, H = dy.shape
+    if H > MAX_H:
+        raise ValueError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}")
+    R = rows_per_block(N, H)
+    stage = staged(H, R, gates.dtype, backward=True)
+    kernel = _backward_kernel(np.dtype(gates.dtype), H, R, stage)
+    threads = min(THREADS, R * H)
+    kernel[-(-N // R), threads](dgates, dh, dc, gates, c, dy, xp.ascontiguousarray(w_hh), lengths,
+                                bool(reverse))
