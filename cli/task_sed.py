@@ -223,7 +223,7 @@ def predict(model_path, inputs, out: Reporter, opts) -> None:
     from seqtool.tasks.sed import detect, load_sed
 
     opts.only("sed", ("threshold", "median_ms", "roll", "png"))
-    out.cpu_only(getattr(opts, "device", "cpu"), "sed")  # 120 s of audio: < 1 s on the CPU
+    out.cpu_only(opts.device, "sed")  # 120 s of audio: < 1 s on the CPU
     if opts.get("png") == "-":
         from seqtool.errors import UsageError
 
@@ -339,7 +339,7 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
     from seqtool.tasks.sed import _audio_path, detect, load_sed
 
     opts.only("sed", ("threshold", "median_ms"))
-    out.cpu_only(getattr(opts, "device", "cpu"), "sed")  # 120 s of audio: < 1 s on the CPU
+    out.cpu_only(opts.device, "sed")  # 120 s of audio: < 1 s on the CPU
     if len(data) < 2:
         raise UsageError("sed eval takes AUDIO_DIR REFERENCE.tsv, or AUDIO_FILE... REFERENCE.tsv")
     *audio, ref_path = data

@@ -288,7 +288,8 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
         grouped: dict[str, list[str]] = {}
         for src, tgt in zip(pairs.sources, pairs.targets):
             grouped.setdefault(" ".join(src.split()), []).append(" ".join(tgt.split()))
-        texts, ref_lists = list(grouped), list(grouped.values())
+        texts = list(grouped)
+        ref_lists = [list(dict.fromkeys(refs)) for refs in grouped.values()]  # a repeated pair once
     else:
         texts, ref_lists = pairs.sources, [[" ".join(t.split())] for t in pairs.targets]
     sources = [tr.source_ids(s)[1] for s in texts]
@@ -311,6 +312,7 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
     exact = np.array([h in refs for h, refs in zip(hyps, ref_lists)])
     lengths = [len(s) for s in sources]
     table = []
+    counted = "sources" if multi_ref else "pairs"  # what a bucket counts
     bucket_metric = sacrebleu.BLEU(effective_order=True)
     for lo, hi in _buckets(lengths):
         idx = [i for i, n in enumerate(lengths) if lo <= n <= hi]
@@ -319,26 +321,26 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
         # Effective order: a bucket of 1-3 word sentences has no 4-grams, and plain BLEU would
         # be 0 for every model there; the corpus score above stays the standard one.
         b = bucket_metric.corpus_score([hyps[i] for i in idx], _reference_streams(ref_lists, idx))
-        table.append({"source_len": f"{lo}-{hi}" if hi > lo else str(lo), "pairs": len(idx),
+        table.append({"source_len": f"{lo}-{hi}" if hi > lo else str(lo), counted: len(idx),
                       "bleu": round(b.score, 2), "exact": round(float(exact[idx].mean()), 4)})
     decoding = f"beam {beam}, length penalty {alpha:g}" if beam > 1 else "greedy"
     signature = str(metric.get_signature())
-    n_refs = sum(len(r) for r in ref_lists)
+    n_pairs, n_refs = len(pairs.sources), sum(len(r) for r in ref_lists)
     if out.json_output:
         record = {"task": "seq2seq", "bleu": round(bleu.score, 2), "exact": round(float(exact.mean()), 4),
-                  "pairs": n_refs, "decoding": decoding, "signature": signature,
+                  "pairs": n_pairs, "decoding": decoding, "signature": signature,
                   "bucket_signature": str(bucket_metric.get_signature()),
                   "by_source_length": table}
         if multi_ref:
-            record["sources"] = len(hyps)
+            record.update(sources=len(hyps), references=n_refs)
         out.emit(record)
         return
-    counted = (f"{len(hyps)} sources, {n_refs} references" if multi_ref else f"{n_refs} pairs")
-    click.echo(f"BLEU {bleu.score:.2f}  exact match {100 * exact.mean():.2f}%  ({counted}, "
-               f"{decoding})")
+    scored = (f"{len(hyps)} sources, {n_refs} distinct references from {n_pairs} pairs"
+              if multi_ref else f"{n_pairs} pairs")
+    click.echo(f"BLEU {bleu.score:.2f}  exact match {100 * exact.mean():.2f}%  ({scored}, {decoding})")
     click.echo(f"sacrebleu {signature}: {bleu}")
-    click.echo(f"{'source tokens':>13}  {'sources' if multi_ref else 'pairs':>7}  {'BLEU*':>6}  "
-               f"{'exact':>7}   (* effective n-gram order within a bucket)")
+    click.echo(f"{'source tokens':>13}  {counted:>7}  {'BLEU*':>6}  {'exact':>7}   "
+               f"(* effective n-gram order within a bucket)")
     for row in table:
-        click.echo(f"{row['source_len']:>13}  {row['pairs']:>7}  {row['bleu']:>6.2f}  "
+        click.echo(f"{row['source_len']:>13}  {row[counted]:>7}  {row['bleu']:>6.2f}  "
                    f"{100 * row['exact']:>6.2f}%")

@@ -33,7 +33,9 @@ def _amsgrad_block(p, d, m, v, vmax, lo, hi, one_minus_b1, b2, one_minus_b2, bc2
         m[i] = mi
         vi = v[i] * b2 + (d[i] * d[i]) * one_minus_b2
         v[i] = vi
-        vm = max(vmax[i], vi)
+        vm = vmax[i]
+        if vi > vm or vi != vi:  # np.maximum: NaN wins
+            vm = vi
         vmax[i] = vm
         p[i] -= (mi / (np.sqrt(vm) / bc2_sqrt + eps)) * step_size
 

@@ -15,7 +15,7 @@ another is still reading. Measured on a 2-core Xeon (2 MB L2 per core): a 2 x 25
 ~3.2 MB of weights per token, which one core streams from L3 at ~8k tokens/s; split in two,
 each half stays in its core's L2 (~60 GB/s) and the pair runs at ~3.5x that.
 
-Packed layout: the hidden units are cut into `nblocks` blocks (pack() in seqtool.sampling),
+Packed layout: the hidden units are cut into `nblocks` blocks (seqtool.sampling._kernel_weights),
 and the rows of every (G H, .) matrix and (G H,) bias are reordered block by block, each
 block holding its units' gate rows in gate order: [i f g o of block 0][i f g o of block 1]...
 A thread takes a contiguous run of blocks, so its rows are one contiguous slice (one matrix-
@@ -121,20 +121,83 @@ def pick(logits, temperature, top_k, argmax, u):
     return last  # u * total rounded past the sum
 
 
+@njit(cache=True)
+def _products(l, tok, p, x0, w_ih0, w_ih_rest, w_hh, hbuf, gx, gh, b0, b1, nblocks, classic_gru):
+    """Layer l's input (gx) and recurrent (gh) products for the thread's rows: blocks b0..b1-1
+    of hidden units, rows G*lo..G*hi of the packed matrices. Classic GRU: r and z rows only in
+    gh (its n rows multiply r * h, after a barrier)."""
+    H = hbuf.shape[2]
+    G = w_hh.shape[1] // H
+    lo, hi = block(b0, nblocks, H)[0], block(b1, nblocks, H)[0]
+    r0, r1 = G * lo, G * hi
+    if r1 == r0:
+        return
+    if l > 0:
+        np.dot(w_ih_rest[l - 1, r0:r1], hbuf[1 - p, l - 1], gx[:r1 - r0])
+    elif w_ih0.shape[0] > 0:
+        np.dot(w_ih0[r0:r1], x0[tok], gx[:r1 - r0])
+    else:  # x0 holds embed @ W_ih0^T
+        gx[:r1 - r0] = x0[tok, r0:r1]
+    if not classic_gru:
+        np.dot(w_hh[l, r0:r1], hbuf[p, l], gh[:r1 - r0])
+        return
+    for b in range(b0, b1):
+        ulo, uhi = block(b, nblocks, H)
+        nb, g0 = uhi - ulo, G * (ulo - lo)
+        np.dot(w_hh[l, G * ulo:G * ulo + 2 * nb], hbuf[p, l], gh[g0:g0 + 2 * nb])
+
+
+@njit(cache=True, error_model="numpy")
+def _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh, rh, b0, b1, nblocks):
+    """The gate arithmetic of layer l for each of the thread's blocks. LSTM and RNN write the
+    new state; GRU leaves gates in gx (and classic GRU r * h in the shared rh) for _gru_finish."""
+    H = hbuf.shape[2]
+    G = b_ih.shape[1] // H
+    lo = block(b0, nblocks, H)[0]
+    for b in range(b0, b1):
+        ulo, uhi = block(b, nblocks, H)
+        g0, g1 = G * (ulo - lo), G * (uhi - lo)  # the block's slice of gx, gh
+        R0, R1 = G * ulo, G * uhi  # and of the packed biases
+        bi, bh, h_new = b_ih[l, R0:R1], b_hh[l, R0:R1], hbuf[1 - p, l, ulo:uhi]
+        if cell == LSTM:
+            _lstm_cell(gx[g0:g1], gh[g0:g1], bi, bh, h_new, cbuf[l, ulo:uhi])
+        elif cell == RNN:
+            _rnn_cell(gx[g0:g1], gh[g0:g1], bi, bh, h_new, relu)
+        else:
+            _gru_gates(gx[g0:g1], gh[g0:g1], bi, bh, uhi - ulo, reset_after)
+            if not reset_after:
+                for j in range(uhi - ulo):
+                    rh[ulo + j] = gx[g0 + j] * hbuf[p, l, ulo + j]
+
+
+@njit(cache=True, error_model="numpy")
+def _gru_finish(l, p, reset_after, w_hh, b_ih, b_hh, hbuf, gx, gh, rh, b0, b1, nblocks):
+    """GRU: classic form's n = tanh(W_in x + b_in + W_hn (r h) + b_hn) (every unit's r h is in
+    rh by now), then h' = (1 - z) n + z h for each of the thread's blocks."""
+    H = hbuf.shape[2]
+    lo = block(b0, nblocks, H)[0]
+    for b in range(b0, b1):
+        ulo, uhi = block(b, nblocks, H)
+        nb, g0, R0 = uhi - ulo, 3 * (ulo - lo), 3 * ulo
+        if not reset_after:
+            np.dot(w_hh[l, R0 + 2 * nb:R0 + 3 * nb], rh, gh[g0 + 2 * nb:g0 + 3 * nb])
+            for j in range(2 * nb, 3 * nb):
+                gx[g0 + j] = tanh_(gx[g0 + j] + b_ih[l, R0 + j] + gh[g0 + j] + b_hh[l, R0 + j])
+        _gru_update(gx[g0:g0 + 3 * nb], hbuf[p, l, ulo:uhi], hbuf[1 - p, l, ulo:uhi])
+
+
 @njit(cache=True, error_model="numpy")
 def _worker(me, nthreads, nblocks, x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, head_w, head_b, hbuf,
             cbuf, logits, rh, cell, reset_after, relu, temperature, top_k, argmax, uniforms, out,
             counters, limit):
     """Thread `me`'s share of sample_tokens; False if a barrier wait was abandoned."""
     L, H = cbuf.shape
-    G = w_hh.shape[1] // H
     b0, b1 = block(me, nthreads, nblocks)  # this thread's blocks of hidden units
-    lo, hi = block(b0, nblocks, H)[0], block(b1, nblocks, H)[0]  # ... and their units
-    r0, r1 = G * lo, G * hi  # its rows of every packed matrix
+    rows = (w_hh.shape[1] // H) * (block(b1, nblocks, H)[0] - block(b0, nblocks, H)[0])
     vlo, vhi = block(me, nthreads, head_w.shape[0])  # and its vocabulary rows
+    gx = np.empty(max(rows, 1), hbuf.dtype)  # W_ih x of the thread's rows, then gates
+    gh = np.empty(max(rows, 1), hbuf.dtype)  # W_hh h
     classic_gru = cell == GRU and not reset_after
-    gx = np.empty(max(r1 - r0, 1), hbuf.dtype)  # W_ih x of the thread's rows, then gates
-    gh = np.empty(max(r1 - r0, 1), hbuf.dtype)  # W_hh h
     k = 0  # barriers passed
     for i in range(out.shape[0]):
         p = i & 1  # hbuf[p]: the state before token i; hbuf[1 - p] receives the next one
@@ -148,47 +211,16 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, head_
         if me == 0:
             out[i] = tok
         for l in range(L):
-            if r1 > r0:
-                if l > 0:
-                    np.dot(w_ih_rest[l - 1, r0:r1], hbuf[1 - p, l - 1], gx[:r1 - r0])
-                elif w_ih0.shape[0] > 0:
-                    np.dot(w_ih0[r0:r1], x0[tok], gx[:r1 - r0])
-                else:  # x0 holds embed @ W_ih0^T
-                    gx[:r1 - r0] = x0[tok, r0:r1]
-                np.dot(w_hh[l, r0:r1], hbuf[p, l], gh[:r1 - r0])
-            for b in range(b0, b1):
-                ulo, uhi = block(b, nblocks, H)
-                g0, g1 = G * (ulo - lo), G * (uhi - lo)  # the block's slice of gx, gh
-                R0, R1 = G * ulo, G * uhi  # and of the packed biases
-                h_old, h_new = hbuf[p, l, ulo:uhi], hbuf[1 - p, l, ulo:uhi]
-                if cell == LSTM:
-                    _lstm_cell(gx[g0:g1], gh[g0:g1], b_ih[l, R0:R1], b_hh[l, R0:R1], h_new,
-                               cbuf[l, ulo:uhi])
-                elif cell == RNN:
-                    _rnn_cell(gx[g0:g1], gh[g0:g1], b_ih[l, R0:R1], b_hh[l, R0:R1], h_new, relu)
-                else:
-                    _gru_gates(gx[g0:g1], gh[g0:g1], b_ih[l, R0:R1], b_hh[l, R0:R1], uhi - ulo,
-                               reset_after)
-                    if classic_gru:
-                        for j in range(uhi - ulo):
-                            rh[ulo + j] = gx[g0 + j] * h_old[j]
-            if classic_gru:  # n = tanh(W_in x + b_in + W_hn (r h) + b_hn) needs every unit's r h
+            _products(l, tok, p, x0, w_ih0, w_ih_rest, w_hh, hbuf, gx, gh, b0, b1, nblocks,
+                      classic_gru)
+            _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh, rh, b0, b1,
+                   nblocks)
+            if classic_gru:  # _gru_finish reads every unit's r * h
                 k += 1
                 if not barrier(counters, me, nthreads, k, limit):
                     return False
-                for b in range(b0, b1):
-                    ulo, uhi = block(b, nblocks, H)
-                    nb, g0, R0 = uhi - ulo, G * (ulo - lo), G * ulo
-                    n0 = R0 + 2 * nb  # the block's n rows
-                    np.dot(w_hh[l, n0:n0 + nb], rh, gh[g0 + 2 * nb:g0 + 3 * nb])
-                    for j in range(2 * nb, 3 * nb):
-                        gx[g0 + j] = tanh_(gx[g0 + j] + b_ih[l, R0 + j] + gh[g0 + j] + b_hh[l, R0 + j])
             if cell == GRU:
-                for b in range(b0, b1):
-                    ulo, uhi = block(b, nblocks, H)
-                    g0 = G * (ulo - lo)
-                    _gru_update(gx[g0:g0 + G * (uhi - ulo)], hbuf[p, l, ulo:uhi],
-                                hbuf[1 - p, l, ulo:uhi])
+                _gru_finish(l, p, reset_after, w_hh, b_ih, b_hh, hbuf, gx, gh, rh, b0, b1, nblocks)
             k += 1
             if not barrier(counters, me, nthreads, k, limit):
                 return False

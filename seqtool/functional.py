@@ -234,7 +234,7 @@ def softmax(x, axis=-1):
 
 
 def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    """Stable log-softmax on arrays (shared with the fused losses)."""
+    """Stable log-softmax on arrays."""
     z = x - x.max(axis=axis, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 

@@ -61,9 +61,9 @@ class CrossEntropy(Function):
             scale = g
         else:
             scale = g / g.dtype.type(max(self.count, 1))
-        grad, self.grad = self.grad, None  # consumed: scaled in place, not copied (M x C)
-        np.multiply(grad, scale, out=grad)
-        return grad.reshape(self.shape), None
+        # Scaled in place, not copied (M x C): backward runs once, then the Function is freed.
+        np.multiply(self.grad, scale, out=self.grad)
+        return self.grad.reshape(self.shape), None
 
 
 def cross_entropy(logits, targets, ignore_index: int = -100, reduction: str = "mean"):

@@ -256,23 +256,31 @@ _SPIN_LIMIT = 1 << 24
 
 
 def sampling_threads(model: CharLM) -> int:
-    """Threads for the compiled sampling loop: one per 64 hidden units, at most Numba's count."""
+    """Threads for the compiled sampling loop: one per 64 hidden units, at most Numba's count
+    and the CPUs this process may run on (two spinning threads sharing a core would each wait
+    a scheduler time slice at every barrier)."""
+    import os
+
     from seqtool.kernels import num_threads
 
-    return max(1, min(num_threads(), model.hidden // 64))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(num_threads(), cpus, model.hidden // 64))
 
 
 def run_sampler(model: CharLM, weights: tuple, h, c, temperature, top_k, argmax, uniforms, out,
-                threads: int) -> None:
+                threads: int) -> int:
     """Fill `out` with tokens from the compiled loop, advancing h and c (L, H) in place;
-    `weights` from _kernel_weights (threads beyond its block count are not used)."""
+    `weights` from _kernel_weights (threads beyond its block count are not used). Returns the
+    thread count that worked: 1 after a fallback, so callers stop asking for more."""
     from seqtool.kernels.sample import sample_tokens
 
     *arrays, nblocks = weights
     args = (nblocks, _CELLS[model.cell], model.reset_after, model.relu, temperature, top_k,
             argmax, uniforms, out)
-    if not sample_tokens(*arrays, h, c, *args, threads, _SPIN_LIMIT):
-        sample_tokens(*arrays, h, c, *args, 1, _SPIN_LIMIT)  # one thread never waits
+    if threads > 1 and sample_tokens(*arrays, h, c, *args, threads, _SPIN_LIMIT):
+        return threads
+    sample_tokens(*arrays, h, c, *args, 1, _SPIN_LIMIT)  # one thread never waits
+    return 1
 
 
 def to_device(model: CharLM, device: str) -> CharLM:
@@ -336,8 +344,8 @@ def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_te
         if on_device:
             _device_tokens(model, h, c, float(temperature), int(top_k), bool(argmax), u, out[:n])
         else:
-            run_sampler(model, weights, h, c, float(temperature), int(top_k), bool(argmax), u,
-                        out[:n], threads)
+            threads = run_sampler(model, weights, h, c, float(temperature), int(top_k),
+                                  bool(argmax), u, out[:n], threads)
         done += n
         piece = detok.feed(out[:n])
         if done >= length:

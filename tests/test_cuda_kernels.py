@@ -255,6 +255,23 @@ def test_persistent_matches_per_step(monkeypatch, dtype, reverse, rows, threads,
         np.testing.assert_allclose(p, s, rtol=0, atol=100 * tol, err_msg=f"gradient {k}")
 
 
+@needs_sim
+@pytest.mark.parametrize("cell,path", [("lstm", "per-step"), ("lstm", "persistent"),
+                                       ("gru", "per-step"), ("rnn", "per-step")])
+def test_backward_leaves_upstream_gradients_alone_with_one_row(cell, path):
+    # With N = 1, dh_n.T is already contiguous; the kernels must still work on a copy.
+    opts = {"reset_after": True, "relu": False}
+    a, lengths = make(cell, ragged=False, seed=12, N=1)
+    with persistent.forced(path == "persistent"):
+        saved = forward(gpu, cell, a, lengths, False, opts)
+        dy, dh_n, dc_n = upstream(cell, a, seed=13)
+        given = [u.copy() for u in (dy, dh_n, dc_n)]
+        grads = backward(gpu, cell, a, lengths, False, opts, saved, dy, dh_n, dc_n)
+    for u, g in zip((dy, dh_n, dc_n), given):
+        np.testing.assert_array_equal(u, g)
+    assert not np.allclose(grads[1], dh_n)  # dh0 is a new array, not the upstream one changed
+
+
 def test_persistent_policy():
     assert persistent.use_persistent(100, 8, 64)  # small H, few blocks
     assert not persistent.use_persistent(100, 8, persistent.MAX_H + 1)

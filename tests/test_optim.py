@@ -222,6 +222,12 @@ def test_compiled_adam_gives_numpys_bits(monkeypatch, name, kw, dtype):
     init = [rng.standard_normal((150, 200)).astype(dtype), rng.standard_normal(40_000).astype(dtype)]
     grads = [[(rng.standard_normal(a.shape) * 0.1).astype(dtype) for a in init] for _ in range(5)]
 
+    from seqtool.kernels import optim as kernel
+
+    calls = []
+    compiled = kernel.adam_update
+    monkeypatch.setattr(kernel, "adam_update", lambda *a: calls.append(1) or compiled(*a))
+
     def run(fused_min):
         monkeypatch.setattr(optim, "_FUSED_MIN", fused_min)
         params = [P(a.copy()) for a in init]
@@ -233,7 +239,9 @@ def test_compiled_adam_gives_numpys_bits(monkeypatch, name, kw, dtype):
         return params, opt.state_dict()["arrays"]
 
     fused, fused_state = run(16)
+    assert len(calls) == 2 * len(grads)  # both parameters, every step, took the compiled update
     plain, plain_state = run(10**12)
+    assert len(calls) == 2 * len(grads)
     for a, b, start in zip(fused, plain, init):
         assert not np.array_equal(a.data, start)
         np.testing.assert_array_equal(a.data, b.data)

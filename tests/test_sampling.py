@@ -3,6 +3,7 @@ token at a time through the seqtool.nn layers and samples with plain NumPy."""
 
 import codecs
 
+import numba
 import numpy as np
 import pytest
 
@@ -80,7 +81,9 @@ def run_kernel(model, prime_text, n, temperature=1.0, top_k=0, argmax=False, uni
     out = np.empty(n, np.int64)
     u = np.zeros(n) if uniforms is None else uniforms
     weights = _kernel_weights(model, blocks or threads)
-    run_sampler(model, weights, h, c, temperature, top_k, argmax, u, out, threads)
+    used = run_sampler(model, weights, h, c, temperature, top_k, argmax, u, out, threads)
+    if threads <= numba.get_num_threads():  # the threads ran side by side: no fallback hid them
+        assert used == threads
     return out.tolist(), (h, c)
 
 
@@ -130,8 +133,6 @@ def test_threads_that_cannot_run_side_by_side_fall_back_to_one(tmp_path, monkeyp
     # More blocks than Numba threads: some thread runs two blocks one after the other, so its
     # first block waits at a barrier for the second until the poll limit; the chunk is redone
     # on one thread and gives the same tokens and state.
-    import numba
-
     from seqtool import sampling
 
     monkeypatch.setattr(sampling, "_SPIN_LIMIT", 10_000)
@@ -139,7 +140,10 @@ def test_threads_that_cannot_run_side_by_side_fall_back_to_one(tmp_path, monkeyp
     u = np.random.default_rng(1).random(50)
     blocks = numba.get_num_threads() + 2
     want, (h1, c1) = run_kernel(m, "ab", 50, uniforms=u, threads=1, blocks=blocks)
-    got, (h2, c2) = run_kernel(m, "ab", 50, uniforms=u, threads=blocks)
+    h2, c2 = prime(m, "ab")
+    out = np.empty(50, np.int64)
+    assert run_sampler(m, _kernel_weights(m, blocks), h2, c2, 1.0, 0, False, u, out, blocks) == 1
+    got = out.tolist()
     assert got == want
     np.testing.assert_array_equal(h2, h1)
     np.testing.assert_array_equal(c2, c1)

@@ -267,6 +267,8 @@ def test_multi_ref_eval_scores_each_source_once_against_all_its_targets(trained,
     assert r.exit_code == 0, r.output
     (rec,) = _json(r)
     assert rec["sources"] == 30 and rec["pairs"] == len(lines)
+    assert rec["references"] == len(lines)  # no source has the same target twice here
+    assert sum(b["sources"] for b in rec["by_source_length"]) == 30
     assert abs(rec["bleu"] - want) < 0.006
     assert rec["exact"] == round(float(np.mean([h in refs[s] for h, s in zip(hyps, sources)])), 4)
     assert "nrefs:var" in rec["signature"]

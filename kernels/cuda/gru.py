@@ -156,7 +156,7 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
     w_hrz_t, w_hn_t = w_hh_t[:, :2 * H], w_hh_t[:, 2 * H:]
     dgx = xp.empty((3 * H, T, N), x.dtype)
     dgh = xp.empty((3 * H, T, N), x.dtype)
-    dh = xp.ascontiguousarray(dh_n.T)  # (H, N)
+    dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
     launch = grid(N * H)
     ra = bool(reset_after)
     for t in time_order(T, not reverse):

@@ -135,8 +135,8 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
     T, N, D = x.shape
     H = h.shape[2]
     dgates = xp.empty((4 * H, T, N), x.dtype)  # gradients of the gate pre-activations
-    dh = xp.ascontiguousarray(dh_n.T)  # (H, N)
-    dc = xp.ascontiguousarray(dc_n.T)
+    dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
+    dc = dc_n.T.copy()
 
     def recurrence(on_persistent, dgates, dh, dc):
         if on_persistent:

@@ -16,12 +16,14 @@ Outputs are identical in layout to lstm.lstm_forward (gates activated, zero on p
 either backward runs on them.
 
 The backward recurrence has the same shape, in reverse time order, with two phases per step:
-  1. thread -> units (r, j): the gate gradients dgates[:, t, n] from dh_t (shared, double-
-     buffered), dy and dc (global, one owner per unit), as lstm.backward_step; also kept in
-     shared dg_s (R, 4H) for phase 2; syncthreads.
-  2. thread -> units (r, m): dh_{t-1}[r, m] = sum_q W_hh[q, m] dg_s[r, q] (a column of W_hh, so
-     neighbouring threads read neighbouring addresses); padding passes dh through; syncthreads.
-Shared memory: 4H*H (staged W_hh) + 6RH values. The weight gradients stay large GEMMs after it.
+  1. thread -> units (r, j): the gate gradients dgates[:, t, n] from dh_t (shared dh_s), dy and
+     dc (global, one owner per unit), as lstm.backward_step; also kept in shared dg_s for
+     phase 2; syncthreads.
+  2. thread -> units (r, m): dh_{t-1}[r, m] = sum_q W_hh[q, m] dg_s[r, q] (a column of W_hh),
+     written over dh_s[r, m], which phase 1 of this step has finished reading; padding leaves
+     it; syncthreads. dg_s rows are padded by one value so that threads of neighbouring rows
+     read different shared-memory banks.
+Shared memory: 4H*H (staged W_hh) + R(5H + 1) values. The weight gradients stay large GEMMs.
 """
 import contextlib
 
@@ -54,7 +56,7 @@ def rows_per_block(N, H):
 
 
 def staged(H, R, dtype, backward=False):
-    per_row = 6 * H if backward else 2 * H  # dh_s (2, R, H) and dg_s (R, 4H); hs (2, R, H)
+    per_row = 5 * H + 1 if backward else 2 * H  # dh_s (R, H), dg_s (R, 4H + 1); hs (2, R, H)
     return (4 * H * H + R * per_row) * np.dtype(dtype).itemsize <= SMEM_BYTES
 
 
@@ -226,8 +228,8 @@ def _backward_kernel(dtype, H, R, stage):
 
     ty = getattr(types, nb_dtype)
     W_SHAPE = (4 * H, H) if stage else (1, 1)
-    DH_SHAPE = (2, R, H)
-    DG_SHAPE = (R, 4 * H)
+    DH_SHAPE = (R, H)
+    DG_SHAPE = (R, 4 * H + 1)
 
     @cu.jit(device=True)
     def column_dot(W, dg_s, r, m):
@@ -256,13 +258,12 @@ def _backward_kernel(dtype, H, R, stage):
             j = k // R
             r = k - j * R
             if n0 + r < N:
-                dh_s[0, r, j] = dh[j, n0 + r]
+                dh_s[r, j] = dh[j, n0 + r]
         cuda.syncthreads()
         for s in range(T):
             t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
             prev = t + 1 if reverse else t
             cur = t if reverse else t + 1
-            p = s % 2
             for k in range(tid, R * H, nt):  # phase 1: gate gradients of units (r, j)
                 j = k // R
                 r = k - j * R
@@ -276,7 +277,7 @@ def _backward_kernel(dtype, H, R, stage):
                         f_ = gates[H + j, t, n]
                         g_ = gates[2 * H + j, t, n]
                         o_ = gates[3 * H + j, t, n]
-                        dh_t = dh_s[p, r, j] + dy[t, n, j]
+                        dh_t = dh_s[r, j] + dy[t, n, j]
                         tc = tanh_(c[cur, j, n])
                         dc_t = dc[j, n] + dh_t * o_ * (one - tc * tc)
                         d_i = dc_t * g_ * i_ * (one - i_)
@@ -297,19 +298,17 @@ def _backward_kernel(dtype, H, R, stage):
                 m = k // R
                 r = k - m * R
                 n = n0 + r
-                if n < N:
-                    if t >= lengths[n]:
-                        dh_s[1 - p, r, m] = dh_s[p, r, m]
-                    elif stage:
-                        dh_s[1 - p, r, m] = column_dot(w_s, dg_s, r, m)
+                if n < N and t < lengths[n]:  # padding: dh passes through
+                    if stage:
+                        dh_s[r, m] = column_dot(w_s, dg_s, r, m)
                     else:
-                        dh_s[1 - p, r, m] = column_dot(w_hh, dg_s, r, m)
-            cuda.syncthreads()  # dg_s and dh_s[p] are free for step s+1
+                        dh_s[r, m] = column_dot(w_hh, dg_s, r, m)
+            cuda.syncthreads()  # dh_s is complete and dg_s free for step s+1
         for k in range(tid, R * H, nt):
             j = k // R
             r = k - j * R
             if n0 + r < N:
-                dh[j, n0 + r] = dh_s[T % 2, r, j]
+                dh[j, n0 + r] = dh_s[r, j]
 
     return lstm_persistent_backward
 

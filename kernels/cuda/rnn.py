@@ -87,7 +87,7 @@ def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_d
     H = h.shape[2]
     _, backward_step = _kernels(x.dtype)
     dpre = xp.empty((H, T, N), x.dtype)
-    dh = xp.ascontiguousarray(dh_n.T)  # (H, N)
+    dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
     w_hh_t = xp.ascontiguousarray(w_hh.T)
     launch = grid(N * H)
     for t in time_order(T, not reverse):
