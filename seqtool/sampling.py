@@ -247,7 +247,40 @@ def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
     w_hh = np.stack([get(f"weight_hh_l{k}") for k in range(L)])
     b_ih = np.stack([get(f"bias_ih_l{k}") for k in range(L)])
     b_hh = np.stack([get(f"bias_hh_l{k}") for k in range(L)])
-    return x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, model.head_w, model.head_b, nblocks
+    arrays = _on_huge_pages([x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, model.head_w, model.head_b])
+    return (*arrays, nblocks)
+
+
+_HUGE = 2 << 20
+
+
+def _on_huge_pages(arrays: list) -> list:
+    """Copies of `arrays` in one anonymous mapping that asks Linux for 2 MB pages.
+
+    Each sampling thread streams ~1.6 MB of weights per token from its core's 2 MB L2 (2 x 256
+    LSTM); with 4 KB pages their physical addresses crowd some cache sets and spill others,
+    while a 2 MB page covers every set evenly. Where madvise is missing, plain copies."""
+    import mmap
+
+    sizes = [-(-a.nbytes // 64) * 64 for a in arrays]  # cache-line aligned offsets
+    total = sum(sizes)
+    if not hasattr(mmap, "MADV_HUGEPAGE") or total < _HUGE // 2:
+        return arrays
+    length = -(-total // _HUGE) * _HUGE + _HUGE  # room to align the start to 2 MB
+    buf = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:
+        pass
+    raw = np.frombuffer(buf, np.uint8)
+    offset = -raw.ctypes.data % _HUGE
+    out = []
+    for a, size in zip(arrays, sizes):
+        view = raw[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        out.append(view)  # keeps raw, and with it the mapping, alive
+        offset += size
+    return out
 
 
 # A barrier wait longer than this many polls (~1 s) means the threads are not running side by

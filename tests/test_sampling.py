@@ -163,6 +163,23 @@ def test_large_vocabularies_multiply_embeddings_per_token(tmp_path, monkeypatch)
     np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
 
 
+def test_weights_copied_onto_huge_pages_keep_every_value():
+    from seqtool.sampling import _HUGE, _on_huge_pages
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((1024, 256)).astype(np.float32), np.zeros((0, 0), np.float32),
+              rng.standard_normal((3, 7)).astype(np.float32), np.arange(5, dtype=np.float64)]
+    copies = _on_huge_pages(arrays)
+    assert copies[0].ctypes.data % _HUGE == 0  # the mapping starts on a 2 MB boundary
+    for a, c in zip(arrays, copies):
+        assert c.shape == a.shape and c.dtype == a.dtype and c.flags.c_contiguous
+        assert c.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(c, a)
+        assert not np.shares_memory(c, a)
+    small = [np.ones(10, np.float32)]
+    assert _on_huge_pages(small)[0] is small[0]  # below 1 MB: left where it is
+
+
 def test_one_layer_and_no_prime_start_from_head_bias(tmp_path):
     m = load_charlm(make_charlm(tmp_path / "m.st", "lstm", layers=1, hidden=16, embed=16))
     got, _ = run_kernel(m, "", 30, argmax=True)
