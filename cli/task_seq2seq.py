@@ -25,6 +25,11 @@ _PNG_CELL = 16  # pixels per attention cell in --attention-png images
 @click.option("--attention", type=click.Choice(["none", "dot", "general", "additive"]), default=None,
               help="Decoder attention: none (fixed vector), dot / general (Luong), additive "
                    "(Bahdanau) [default: general].")
+@click.option("--input-feeding/--no-input-feeding", default=None,
+              help="With attention: feed the previous attentional vector into the decoder "
+                   "(Luong's input feeding), one decoder step at a time; without it the decoder "
+                   "and the attention run over the whole target at once (faster) "
+                   "[default: on].")
 @click.option("--unit", type=click.Choice(["word", "char"]), default=None,
               help="Token unit on both sides [default: word].")
 @click.option("--embed", type=click.IntRange(min=1), default=None, help="Embedding size [default: 128].")
@@ -39,7 +44,8 @@ _PNG_CELL = 16  # pixels per attention cell in --attention-png images
               help="Fail on a bad line (no tab, empty side) instead of skipping it.")
 @train_options
 @common_options
-def train_seq2seq(pairs, output, attention, unit, embed, teacher_forcing, min_count, reverse, strict,
+def train_seq2seq(pairs, output, attention, input_feeding, unit, embed, teacher_forcing, min_count,
+                  reverse, strict,
                   cell, hidden, layers, bidirectional, dropout, optimizer, lr, clip_norm, batch,
                   seq_len, epochs, steps, time_budget, patience, checkpoint_every, resume, val_frac,
                   json_output, quiet, device, seed):
@@ -66,7 +72,8 @@ def train_seq2seq(pairs, output, attention, unit, embed, teacher_forcing, min_co
     check_output(output)
 
     given = {"cell": cell, "hidden": hidden, "layers": layers, "embed": embed, "dropout": dropout,
-             "bidirectional": bidirectional, "attention": attention, "unit": unit}
+             "bidirectional": bidirectional, "attention": attention, "input_feeding": input_feeding,
+             "unit": unit}
     training = {"optimizer": optimizer, "lr": lr, "clip_norm": clip_norm}
     data_opts = {"batch": batch, "val_frac": val_frac, "min_count": min_count,
                  "teacher_forcing": teacher_forcing, "reverse": reverse or None}
@@ -77,7 +84,7 @@ def train_seq2seq(pairs, output, attention, unit, embed, teacher_forcing, min_co
         for k, v in given.items():
             if v is not None and config.get(k) != v:
                 raise UsageError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {config.get(k)}")
-        given = {k: config.get(k) for k in given}
+        given = {k: config.get(k, True if k == "input_feeding" else None) for k in given}
         vocab = meta.get("vocab") or {}
         training = {k: saved.get(k) if v is None else v for k, v in training.items()}
         data_opts = {k: (meta.get("data_options") or {}).get(k) if v is None else v

@@ -119,6 +119,32 @@ def test_additive_attention_gradcheck():
     np.testing.assert_allclose(w.data, ref / ref.sum(1, keepdims=True), atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["dot", "additive"])
+def test_attention_with_every_step_at_once_equals_one_step_at_a_time(kind):
+    # Without input feeding all T queries go in one call (N, T, D); the result and the
+    # gradients equal T separate one-query calls, and the batched form passes gradcheck.
+    rng = np.random.default_rng(7)
+    N, T, S, D = 3, 4, 5, 3
+    mask = _mask(rng, N, S)
+    q, k, v = rng.standard_normal((N, T, D)), rng.standard_normal((N, S, D)), rng.standard_normal((N, S, 2))
+    w = rng.standard_normal(D)
+    if kind == "dot":
+        fn = lambda q, k, v: DotAttention.apply(q, k, v, mask=mask)  # noqa: E731
+        args = [q, k, v]
+    else:
+        fn = lambda q, k, w, v: AdditiveAttention.apply(q, k, w, v, mask=mask)  # noqa: E731
+        args = [q, k, w, v]
+    ok, err, _ = gradcheck(fn, args)
+    assert ok, err
+    ctx, weights = fn(*[Tensor(a) for a in args])
+    assert ctx.shape == (N, T, 2) and weights.shape == (N, T, S)
+    for t in range(T):
+        one = [args[0][:, t]] + args[1:]
+        ctx_t, w_t = fn(*[Tensor(a) for a in one])
+        np.testing.assert_allclose(ctx.data[:, t], ctx_t.data, atol=1e-12)
+        np.testing.assert_allclose(weights.data[:, t], w_t.data, atol=1e-12)
+
+
 def test_cell_ops_gradcheck():
     rng = np.random.default_rng(2)
     N, H = 3, 4
@@ -134,9 +160,11 @@ def test_cell_ops_gradcheck():
 # ---------------------------------------------------------------- the model
 
 
-def _tiny_model(attention, cell, bidirectional=False, layers=1, dtype=np.float64, seed=0):
+def _tiny_model(attention, cell, bidirectional=False, layers=1, dtype=np.float64, seed=0,
+                input_feeding=True):
     m = Seq2Seq(7, 6, embed=3, hidden=4, layers=layers, cell=cell, dropout=0.0,
-                bidirectional=bidirectional, attention=attention, rng=np.random.default_rng(seed))
+                bidirectional=bidirectional, attention=attention, input_feeding=input_feeding,
+                rng=np.random.default_rng(seed))
     for p in m.parameters():
         p.data = p.data.astype(dtype)
     return m
@@ -153,12 +181,13 @@ def _tiny_batch(rng):
     return src, lengths, tgt_in, tgt
 
 
-@pytest.mark.parametrize("attention,cell,bidirectional,layers", [
-    ("general", "lstm", True, 2), ("additive", "gru", False, 1), ("dot", "rnn", False, 1),
-    ("none", "lstm", True, 1)])
-def test_model_gradcheck(attention, cell, bidirectional, layers):
+@pytest.mark.parametrize("attention,cell,bidirectional,layers,feeding", [
+    ("general", "lstm", True, 2, True), ("additive", "gru", False, 1, True),
+    ("dot", "rnn", False, 1, True), ("none", "lstm", True, 1, False),
+    ("general", "lstm", True, 2, False), ("additive", "gru", False, 1, False)])
+def test_model_gradcheck(attention, cell, bidirectional, layers, feeding):
     """Every parameter of the whole model, through encoder kernels, steps and attention."""
-    m = _tiny_model(attention, cell, bidirectional, layers)
+    m = _tiny_model(attention, cell, bidirectional, layers, input_feeding=feeding)
     src, lengths, tgt_in, tgt = _tiny_batch(np.random.default_rng(3))
     params = list(m.parameters())
     ok, err, details = gradcheck(
@@ -167,10 +196,13 @@ def test_model_gradcheck(attention, cell, bidirectional, layers):
     assert ok, (err, [d for d in details if not d.get("ok", True)][:2])
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_decoder_steps_match_whole_sequence_kernel(cell):
-    """attention none trains with one whole-sequence kernel call; decoding runs cell steps."""
-    m = _tiny_model("none", cell, layers=2).eval()
+@pytest.mark.parametrize("cell,attention", [("lstm", "none"), ("gru", "none"), ("rnn", "none"),
+                                            ("lstm", "general"), ("gru", "additive")])
+def test_decoder_steps_match_whole_sequence_kernel(cell, attention):
+    """Without input feeding, training runs one whole-sequence kernel call (and attention over
+    all steps at once); decoding runs cell steps one at a time."""
+    m = _tiny_model(attention, cell, layers=2, input_feeding=False).eval()
+    assert not m.input_feed
     src, lengths, tgt_in, _ = _tiny_batch(np.random.default_rng(4))
     with no_grad():
         whole = m(src, lengths, tgt_in).data
@@ -395,6 +427,20 @@ def test_no_attention_model_from_stdin_and_reverse(trained, tmp_path):
     assert r.exit_code == 0 and _json(r)[0]["pairs"] == 50
     r = CliRunner().invoke(cli, ["predict", model, "-", "--show-attention"], input="a b\n")
     assert r.exit_code == 2 and "no attention" in r.stderr
+
+
+def test_no_input_feeding_trains_decodes_and_is_kept_for_resume(trained, tmp_path):
+    model = str(tmp_path / "fast.model")
+    r = CliRunner().invoke(cli, ["train", "seq2seq", trained["data"], "-o", model, "--steps", "150",
+                                 "--no-input-feeding", *TINY])
+    assert r.exit_code == 0, r.output
+    config = load_model(model)[1]["config"]
+    assert config["attention"] == "general" and config["input_feeding"] is False
+    r = CliRunner().invoke(cli, ["eval", model, trained["test"], "--json"])
+    assert r.exit_code == 0 and _json(r)[0]["exact"] >= 0.5  # it learned to reverse (untrained: ~0)
+    r = CliRunner().invoke(cli, ["train", "seq2seq", trained["data"], "-o", model, "--resume", model,
+                                 "--steps", "151", "--input-feeding", *TINY])
+    assert r.exit_code == 2 and "--input-feeding True differs from the checkpoint's False" in r.stderr
 
 
 def test_resume_continues_exactly(trained, tmp_path):

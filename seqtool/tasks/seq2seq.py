@@ -7,10 +7,11 @@ Model (Luong et al. 2015, with Bahdanau's additive scorer as an option)::
               bidirectional: hidden/2 units per direction, so the memory has `hidden` features
               and the decoder starts from [forward; backward] final states of each layer.
     decoder   target embedding (+ the previous attentional vector: input feeding) -> stacked
-              unidirectional RNN, one kernel call per layer and step (T=1);
+              unidirectional RNN, one kernel call per layer and step (T=1); without input
+              feeding (attention none, or --no-input-feeding) and with full teacher forcing,
+              one whole-sequence call per layer, and the attention takes all T queries at once;
               attention none: the decoder sees the source only through its initial state
-              (the fixed-vector model), and with full teacher forcing runs as one
-              whole-sequence call per layer;
+              (the fixed-vector model);
               dot:      score(h, s) = h . s
               general:  score(h, s) = h . W_a s                 (W_a s precomputed per batch)
               additive: score(h, s) = v . tanh(W_q h + W_k s)   (W_k s precomputed per batch)
@@ -18,7 +19,7 @@ Model (Luong et al. 2015, with Bahdanau's additive scorer as an option)::
               attentional vector h~ = tanh(W_c [c; h]); logits = W_out h~.
 
 Model file: task "seq2seq"; config {"cell", "hidden", "layers", "embed", "dropout",
-"bidirectional", "attention", "unit"}; meta["vocab"] = {"unit", "source": [...], "target": [...]}
+"bidirectional", "attention", "input_feeding" (absent in older files: on), "unit"}; meta["vocab"] = {"unit", "source": [...], "target": [...]}
 (token i of each side, specials first: <pad> <unk> <sos> <eos>); meta["data"] has
 "max_target_len" (the default decoding limit grows from it).
 
@@ -58,10 +59,11 @@ _WORD_RE = re.compile(r"\w+|[^\w\s]")
 # SCAN (16.7k pairs) and Tatoeba en-fr (68k) on 2 shared cores: 1 layer of 256 with general
 # attention learns both within minutes; batches of 64 keep the per-step Python cost amortised.
 DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 1, "embed": 128, "dropout": 0.1,
-            "bidirectional": False, "attention": "general", "unit": "word", "optimizer": "adam",
-            "lr": 1e-3, "clip_norm": 5.0, "batch": 64, "val_frac": 0.05, "min_count": 1,
-            "teacher_forcing": 1.0}
-CONFIG_KEYS = ("cell", "hidden", "layers", "embed", "dropout", "bidirectional", "attention", "unit")
+            "bidirectional": False, "attention": "general", "input_feeding": True, "unit": "word",
+            "optimizer": "adam", "lr": 1e-3, "clip_norm": 5.0, "batch": 64, "val_frac": 0.05,
+            "min_count": 1, "teacher_forcing": 1.0}
+CONFIG_KEYS = ("cell", "hidden", "layers", "embed", "dropout", "bidirectional", "attention",
+               "input_feeding", "unit")
 _VAL_DECODE = 500  # validation pairs decoded greedily for exact match / BLEU at each validation
 _EVAL_BATCH = 128
 _NEG = -1e30  # masked attention score: exp() underflows to exactly 0
@@ -135,63 +137,76 @@ class Vocab:
 
 
 def _masked_softmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Softmax over the source axis of scores (N, T, S), mask (N, S) False at padding."""
+    mask = mask[:, None, :]
     scores = np.where(mask, scores, scores.dtype.type(_NEG))
-    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    e = np.exp(scores - scores.max(axis=-1, keepdims=True))
     e *= mask
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _queries(q):
+    """(N, D) -> (N, 1, D): one decoder step is a sequence of one query."""
+    return q[:, None, :] if q.ndim == 2 else q
 
 
 def _attention_backward(a, values, g_ctx, g_a):
-    """Shared tail: (d scores (N, S), d values (N, S, Dv)) from the context/weights gradients."""
-    dv = a[:, :, None] * g_ctx[:, None, :]  # (N, S, Dv)
-    da = np.matmul(values, g_ctx[:, :, None])[:, :, 0]  # (N, S)
+    """Shared tail: (d scores (N, T, S), d values (N, S, Dv)) from the context/weights gradients."""
+    dv = np.matmul(a.transpose(0, 2, 1), g_ctx)  # (N, S, Dv)
+    da = np.matmul(g_ctx, values.transpose(0, 2, 1))  # (N, T, S)
     if g_a is not None:
         da = da + g_a
-    ds = a * (da - (a * da).sum(axis=1, keepdims=True))  # softmax backward; 0 where masked
+    ds = a * (da - (a * da).sum(axis=-1, keepdims=True))  # softmax backward; 0 where masked
     return ds, dv
 
 
 class DotAttention(Function):
-    """(q (N, D), keys (N, S, D), values (N, S, Dv); mask (N, S) bool) -> (context (N, Dv),
-    weights (N, S)), score = q . key (Luong dot; "general" passes keys = W_a s)."""
+    """(q (N, D) or (N, T, D), keys (N, S, D), values (N, S, Dv); mask (N, S) bool) ->
+    (context (N, [T,] Dv), weights (N, [T,] S)), score = q . key (Luong dot; "general" passes
+    keys = W_a s). T queries: every decoder step at once (no input feeding)."""
 
     def forward(self, q, keys, values, mask=None):
-        scores = np.matmul(keys, q[:, :, None])[:, :, 0]  # (N, S)
+        self.single = q.ndim == 2
+        q = _queries(q)
+        scores = np.matmul(q, keys.transpose(0, 2, 1))  # (N, T, S)
         a = _masked_softmax(scores, mask)
-        ctx = np.matmul(a[:, None, :], values)[:, 0, :]  # (N, Dv)
+        ctx = np.matmul(a, values)  # (N, T, Dv)
         self.save_for_backward(q, keys, values, a)
-        return ctx, a
+        return (ctx[:, 0], a[:, 0]) if self.single else (ctx, a)
 
     def backward(self, g_ctx, g_a):
         q, keys, values, a = self.saved_tensors
-        if g_ctx is None:
-            g_ctx = np.zeros((a.shape[0], values.shape[2]), a.dtype)
-        ds, dv = _attention_backward(a, values, g_ctx, g_a)
-        dq = np.matmul(ds[:, None, :], keys)[:, 0, :]  # (N, D)
-        dk = ds[:, :, None] * q[:, None, :]  # (N, S, D)
-        return dq, dk, dv
+        g_ctx = (np.zeros(a.shape[:2] + values.shape[2:], a.dtype) if g_ctx is None
+                 else _queries(g_ctx))
+        ds, dv = _attention_backward(a, values, g_ctx, None if g_a is None else _queries(g_a))
+        dq = np.matmul(ds, keys)  # (N, T, D)
+        dk = np.matmul(ds.transpose(0, 2, 1), q)  # (N, S, D)
+        return (dq[:, 0] if self.single else dq), dk, dv
 
 
 class AdditiveAttention(Function):
-    """(q (N, A) = W_q h, keys (N, S, A) = W_k s + b, v (A,), values (N, S, Dv); mask) ->
-    (context (N, Dv), weights (N, S)), score = v . tanh(q + key) (Bahdanau's MLP scorer)."""
+    """(q (N, [T,] A) = W_q h, keys (N, S, A) = W_k s + b, v (A,), values (N, S, Dv); mask) ->
+    (context (N, [T,] Dv), weights (N, [T,] S)), score = v . tanh(q + key) (Bahdanau's MLP scorer)."""
 
     def forward(self, q, keys, v, values, mask=None):
-        e = np.tanh(keys + q[:, None, :])  # (N, S, A)
-        scores = e @ v  # (N, S)
+        self.single = q.ndim == 2
+        q = _queries(q)
+        e = np.tanh(keys[:, None, :, :] + q[:, :, None, :])  # (N, T, S, A)
+        scores = e @ v  # (N, T, S)
         a = _masked_softmax(scores, mask)
-        ctx = np.matmul(a[:, None, :], values)[:, 0, :]
+        ctx = np.matmul(a, values)  # (N, T, Dv)
         self.save_for_backward(e, v, values, a)
-        return ctx, a
+        return (ctx[:, 0], a[:, 0]) if self.single else (ctx, a)
 
     def backward(self, g_ctx, g_a):
         e, v, values, a = self.saved_tensors
-        if g_ctx is None:
-            g_ctx = np.zeros((a.shape[0], values.shape[2]), a.dtype)
-        ds, dvals = _attention_backward(a, values, g_ctx, g_a)
-        dpre = (ds[:, :, None] * v) * (1 - e * e)  # (N, S, A)
-        dv = np.einsum("nsa,ns->a", e, ds)
-        return dpre.sum(axis=1), dpre, dv, dvals
+        g_ctx = (np.zeros(a.shape[:2] + values.shape[2:], a.dtype) if g_ctx is None
+                 else _queries(g_ctx))
+        ds, dvals = _attention_backward(a, values, g_ctx, None if g_a is None else _queries(g_a))
+        dpre = (ds[..., None] * v) * (1 - e * e)  # (N, T, S, A)
+        dv = np.einsum("ntsa,nts->a", e, ds)
+        dq = dpre.sum(axis=2)  # (N, T, A)
+        return (dq[:, 0] if self.single else dq), dpre.sum(axis=1), dv, dvals
 
 
 # ----------------------------------------------------------------------------- decoder cells
@@ -273,7 +288,7 @@ class Memory:
 class Seq2Seq(Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, embed: int, hidden: int, layers: int = 1,
                  cell: str = "lstm", dropout: float = 0.0, bidirectional: bool = False,
-                 attention: str = "general", rng=None):
+                 attention: str = "general", input_feeding: bool = True, rng=None):
         super().__init__()
         if cell not in _CELLS:
             raise UsageError(f"unknown cell {cell!r}; choose one of: {', '.join(_CELLS)}")
@@ -285,7 +300,7 @@ class Seq2Seq(Module):
         rng = rng if rng is not None else np.random.default_rng()
         self.cell, self.hidden, self.layers, self.dropout = cell, int(hidden), int(layers), float(dropout)
         self.bidirectional, self.attention = bool(bidirectional), attention
-        self.input_feed = attention != "none"
+        self.input_feed = attention != "none" and bool(input_feeding)
         H = self.hidden
         # N(0, 1) embeddings (torch's default) saturate small LSTMs; scale them like the weights.
         self.src_embed = Embedding(src_vocab, embed, padding_idx=PAD, rng=rng)
@@ -303,7 +318,7 @@ class Seq2Seq(Module):
             self.attn_key = Linear(H, H, rng=rng)
             self.attn_query = Linear(H, H, bias=False, rng=rng)
             self.attn_v = Parameter(rng.uniform(-1 / np.sqrt(H), 1 / np.sqrt(H), H).astype(np.float32))
-        if self.input_feed:
+        if attention != "none":
             self.attn_out = Linear(2 * H, H, bias=False, rng=rng)  # Luong's W_c
         self.out = Linear(H, tgt_vocab, rng=rng)
         self.dropout_rng = self.encoder.dropout_rng
@@ -363,16 +378,20 @@ class Seq2Seq(Module):
             new_state.append(s)
             if layer < self.layers - 1:
                 x = self._drop(x)
-        top = x
         if self.attention == "none":
-            return self._drop(top), new_state, None
+            return self._drop(x), new_state, None
+        out, weights = self._attend(x, memory)
+        return out, new_state, weights
+
+    def _attend(self, top, memory: Memory):
+        """Top decoder states (N, H), or (N, T, H) for every step at once -> (attentional
+        vectors h~ = tanh(W_c [c; h]) after dropout, attention weights (N, [T,] S))."""
         if self.attention == "additive":
             ctx, weights = AdditiveAttention.apply(self.attn_query(top), memory.keys, self.attn_v,
                                                    memory.values, mask=memory.mask)
         else:
             ctx, weights = DotAttention.apply(top, memory.keys, memory.values, mask=memory.mask)
-        out = F.tanh(self.attn_out(F.concat([ctx, top], axis=1)))
-        return self._drop(out), new_state, weights
+        return self._drop(F.tanh(self.attn_out(F.concat([ctx, top], axis=-1)))), weights
 
     def initial_feed(self, n: int):
         return Tensor(np.zeros((n, self.hidden), np.float32)) if self.input_feed else None
@@ -383,14 +402,18 @@ class Seq2Seq(Module):
         memory, state = self.encode(src, src_len)
         T, N = tgt_in.shape
         emb = self._drop(self.tgt_embed(tgt_in))  # (T, N, E)
-        if self.attention == "none" and teacher_forcing >= 1.0:
-            # Nothing feeds back: the decoder runs as one whole-sequence call per layer.
+        if not self.input_feed and teacher_forcing >= 1.0:
+            # Nothing feeds back: the decoder runs as one whole-sequence call per layer, and
+            # attention (if any) takes every step's query at once.
             if self.cell == "lstm":
                 hx = (F.stack([s[0] for s in state]), F.stack([s[1] for s in state]))
             else:
                 hx = F.stack(state)
-            y, _ = self.decoder(emb, hx)
-            return self.out(self._drop(y))
+            y, _ = self.decoder(emb, hx)  # (T, N, H)
+            if self.attention == "none":
+                return self.out(self._drop(y))
+            out, _ = self._attend(y.transpose(1, 0, 2), memory)  # (N, T, H)
+            return self.out(out.transpose(1, 0, 2))
         feed = self.initial_feed(N)
         outs, logits = [], []
         sampled = teacher_forcing < 1.0
@@ -420,13 +443,15 @@ class Seq2Seq(Module):
 def config_of(model: Seq2Seq, unit: str) -> dict:
     return {"cell": model.cell, "hidden": model.hidden, "layers": model.layers,
             "embed": model.src_embed.embedding_dim, "dropout": model.dropout,
-            "bidirectional": model.bidirectional, "attention": model.attention, "unit": unit}
+            "bidirectional": model.bidirectional, "attention": model.attention,
+            "input_feeding": model.input_feed, "unit": unit}
 
 
 def build_seq2seq(config: dict, src_vocab: int, tgt_vocab: int, rng=None) -> Seq2Seq:
     return Seq2Seq(src_vocab, tgt_vocab, int(config["embed"]), int(config["hidden"]),
                    int(config["layers"]), config["cell"], float(config["dropout"]),
-                   bool(config["bidirectional"]), config["attention"], rng=rng)
+                   bool(config["bidirectional"]), config["attention"],
+                   bool(config.get("input_feeding", True)), rng=rng)  # older files: always on
 
 
 # ----------------------------------------------------------------------------- decoding
