@@ -29,7 +29,7 @@ _PNG_CELL = 16  # pixels per attention cell in --attention-png images
               help="With attention: feed the previous attentional vector into the decoder "
                    "(Luong's input feeding), one decoder step at a time; without it the decoder "
                    "and the attention run over the whole target at once (faster) "
-                   "[default: on].")
+                   "[default: off].")
 @click.option("--unit", type=click.Choice(["word", "char"]), default=None,
               help="Token unit on both sides [default: word].")
 @click.option("--embed", type=click.IntRange(min=1), default=None, help="Embedding size [default: 128].")

@@ -58,8 +58,10 @@ _CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 # SCAN (16.7k pairs) and Tatoeba en-fr (68k) on 2 shared cores: 1 layer of 256 with general
 # attention learns both within minutes; batches of 64 keep the per-step Python cost amortised.
+# No input feeding by default: on Tatoeba in 30 minutes it ran 18.5 epochs instead of 12 and
+# reached dev BLEU 36.3 instead of 28.1.
 DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 1, "embed": 128, "dropout": 0.1,
-            "bidirectional": False, "attention": "general", "input_feeding": True, "unit": "word",
+            "bidirectional": False, "attention": "general", "input_feeding": False, "unit": "word",
             "optimizer": "adam", "lr": 1e-3, "clip_norm": 5.0, "batch": 64, "val_frac": 0.05,
             "min_count": 1, "teacher_forcing": 1.0}
 CONFIG_KEYS = ("cell", "hidden", "layers", "embed", "dropout", "bidirectional", "attention",
