@@ -10,7 +10,7 @@ from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
 from seqtool.kernels.blas import (block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
-                                  store_block_gates, store_block_state)
+                                  store_block_state)
 
 
 @njit(cache=True, error_model="numpy")

@@ -104,6 +104,56 @@ def activations(dtype):
     return one, sigm, tanh_
 
 
+def numba_type(dtype):
+    """The Numba scalar type of a NumPy float dtype (for shared-memory arrays)."""
+    from numba import types
+
+    return {np.dtype(np.float32): types.float32, np.dtype(np.float64): types.float64}[np.dtype(dtype)]
+
+
+@kernel_cache
+def lstm_unit(dtype):
+    """Device functions for one LSTM unit, shared by the per-step kernels (lstm.py) and the
+    persistent ones (persistent.py), so both compute the same numbers:
+      forward(a_i, a_f, a_g, a_o, c_prev) -> (i, f, g, o, c, h) from the pre-activations;
+      backward(i, f, g, o, c_prev, c, dh, dc) -> (d_i, d_f, d_g, d_o, dc reaching c_prev)
+    with dh, dc the gradients reaching h_t and c_t from later steps and the outputs."""
+    cu = cuda()
+    one, sigm, tanh_ = activations(dtype)
+
+    @cu.jit(device=True)
+    def forward(a_i, a_f, a_g, a_o, c_prev):
+        i_ = sigm(a_i)
+        f_ = sigm(a_f)
+        g_ = tanh_(a_g)
+        o_ = sigm(a_o)
+        cv = f_ * c_prev + i_ * g_
+        return i_, f_, g_, o_, cv, o_ * tanh_(cv)
+
+    @cu.jit(device=True)
+    def backward(i_, f_, g_, o_, c_prev, cv, dh, dc):
+        tc = tanh_(cv)
+        dc_t = dc + dh * o_ * (one - tc * tc)
+        return (dc_t * g_ * i_ * (one - i_), dc_t * c_prev * f_ * (one - f_),
+                dc_t * i_ * (one - g_ * g_), dh * tc * o_ * (one - o_), dc_t * f_)
+
+    return forward, backward
+
+
+def time_recurrence(recurrence, on_persistent, arrays):
+    """Milliseconds of `recurrence(on_persistent, *copies of arrays)`, synchronized: run once to
+    compile, then timed (for persistent.choose; the real outputs are computed afterwards)."""
+    cu = cuda()
+    scratch = [a.copy() for a in arrays]
+    recurrence(on_persistent, *scratch)
+    start, stop = cu.event(), cu.event()
+    start.record()
+    recurrence(on_persistent, *scratch)
+    stop.record()
+    stop.synchronize()
+    return cu.event_elapsed_time(start, stop)
+
+
 @kernel_cache
 def _merge_kernel(dtype):
     cu = cuda()

@@ -22,7 +22,7 @@ cuda = None
 def _kernels(dtype):
     global cuda
     cu = cuda = common.cuda()
-    one, sigm, tanh_ = common.activations(dtype)
+    unit_forward, unit_backward = common.lstm_unit(dtype)
 
     @cu.jit
     def forward_step(gates, rec, b, h, c, y, lengths, t, prev, cur):
@@ -40,12 +40,10 @@ def _kernels(dtype):
             h[cur, n, j] = h[prev, n, j]
             y[t, n, j] = 0
             return
-        i_ = sigm(gates[j, t, n] + rec[j, n] + b[j])
-        f_ = sigm(gates[H + j, t, n] + rec[H + j, n] + b[H + j])
-        g_ = tanh_(gates[2 * H + j, t, n] + rec[2 * H + j, n] + b[2 * H + j])
-        o_ = sigm(gates[3 * H + j, t, n] + rec[3 * H + j, n] + b[3 * H + j])
-        cv = f_ * c[prev, j, n] + i_ * g_
-        hv = o_ * tanh_(cv)
+        i_, f_, g_, o_, cv, hv = unit_forward(
+            gates[j, t, n] + rec[j, n] + b[j], gates[H + j, t, n] + rec[H + j, n] + b[H + j],
+            gates[2 * H + j, t, n] + rec[2 * H + j, n] + b[2 * H + j],
+            gates[3 * H + j, t, n] + rec[3 * H + j, n] + b[3 * H + j], c[prev, j, n])
         gates[j, t, n] = i_
         gates[H + j, t, n] = f_
         gates[2 * H + j, t, n] = g_
@@ -68,18 +66,14 @@ def _kernels(dtype):
             for q in range(4):
                 dgates[q * H + j, t, n] = 0  # padding: the carried gradients pass through
             return
-        i_ = gates[j, t, n]
-        f_ = gates[H + j, t, n]
-        g_ = gates[2 * H + j, t, n]
-        o_ = gates[3 * H + j, t, n]
-        dh_t = dh[j, n] + dy[t, n, j]
-        tc = tanh_(c[cur, j, n])
-        dc_t = dc[j, n] + dh_t * o_ * (one - tc * tc)
-        dgates[j, t, n] = dc_t * g_ * i_ * (one - i_)
-        dgates[H + j, t, n] = dc_t * c[prev, j, n] * f_ * (one - f_)
-        dgates[2 * H + j, t, n] = dc_t * i_ * (one - g_ * g_)
-        dgates[3 * H + j, t, n] = dh_t * tc * o_ * (one - o_)
-        dc[j, n] = dc_t * f_
+        d_i, d_f, d_g, d_o, dc_prev = unit_backward(
+            gates[j, t, n], gates[H + j, t, n], gates[2 * H + j, t, n], gates[3 * H + j, t, n],
+            c[prev, j, n], c[cur, j, n], dh[j, n] + dy[t, n, j], dc[j, n])
+        dc[j, n] = dc_prev
+        dgates[j, t, n] = d_i
+        dgates[H + j, t, n] = d_f
+        dgates[2 * H + j, t, n] = d_g
+        dgates[3 * H + j, t, n] = d_o
 
     return forward_step, backward_step
 
@@ -99,7 +93,7 @@ def _start(x, h0, c0, w_ih, H, reverse, xp):
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
     """Returns y (T, N, H) and what backward needs: h (T+1, N, H), c (T+1, H, N), gates (4H, T, N)."""
-    cu, xp, lengths = common.prepare(x, lengths)
+    _, xp, lengths = common.prepare(x, lengths)
     T, N, D = x.shape
     H = h0.shape[1]
     gates, h, c, y = _start(x, h0, c0, w_ih, H, reverse, xp)
@@ -115,15 +109,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
             rec = w_hh @ h[prev].T  # (4H, N)
             forward_step[launch](gates, rec, b, h, c, y, lengths, t, prev, cur)
 
-    def time_path(on_persistent):  # on scratch copies: the real outputs are computed after
-        scratch = [a.copy() for a in (gates, h, c, y)]
-        recurrence(on_persistent, *scratch)  # the first run compiles
-        start, stop = cu.event(), cu.event()
-        start.record()
-        recurrence(on_persistent, *scratch)
-        stop.record()
-        stop.synchronize()
-        return cu.event_elapsed_time(start, stop)
+    def time_path(on_persistent):
+        return common.time_recurrence(recurrence, on_persistent, (gates, h, c, y))
 
     recurrence(persistent.choose(T, N, H, x.dtype, time_path), gates, h, c, y)
     return y, h, c, gates
@@ -131,7 +118,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
 
 def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, need_dx, nthreads):
     """Returns dx (T, N, D), dh0, dc0 (N, H), dw_ih (4H, D), dw_hh (4H, H), db (4H,)."""
-    cu, xp, lengths = common.prepare(x, lengths)
+    _, xp, lengths = common.prepare(x, lengths)
     T, N, D = x.shape
     H = h.shape[2]
     dgates = xp.empty((4 * H, T, N), x.dtype)  # gradients of the gate pre-activations
@@ -150,15 +137,8 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
             backward_step[launch](dgates, dh, dc, gates, c, dy, lengths, t, prev, cur)
             common.merge_rows(dh, w_hh_t @ dgates[:, t], lengths, t, False, batch_axis=1)
 
-    def time_path(on_persistent):  # on scratch copies, as in lstm_forward
-        scratch = [a.copy() for a in (dgates, dh, dc)]
-        recurrence(on_persistent, *scratch)
-        start, stop = cu.event(), cu.event()
-        start.record()
-        recurrence(on_persistent, *scratch)
-        stop.record()
-        stop.synchronize()
-        return cu.event_elapsed_time(start, stop)
+    def time_path(on_persistent):
+        return common.time_recurrence(recurrence, on_persistent, (dgates, dh, dc))
 
     recurrence(persistent.choose(T, N, H, x.dtype, time_path, "backward"), dgates, dh, dc)
     dg2 = dgates.reshape(4 * H, T * N)

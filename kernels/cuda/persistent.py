@@ -113,16 +113,20 @@ def use_persistent(T, N, H, dtype=np.float32):
     return blocks <= (128 if staged(H, R, dtype) else 16)
 
 
-@common.kernel_cache
-def _kernel(dtype, H, R, stage):
+def _builder(dtype, H, stage):
+    """What both kernel builders start from: numba.cuda (also set as this module's `cuda`),
+    `one` of the dtype, the LSTM unit's device functions, the shared-memory element type and
+    the staged weights' shape."""
     global cuda
     cu = cuda = common.cuda()
-    one, sigm, tanh_ = common.activations(dtype)
-    nb_dtype = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}[np.dtype(dtype)]
-    from numba import types
+    one = common.activations(dtype)[0]
+    return (cu, one, *common.lstm_unit(dtype), common.numba_type(dtype),
+            (4 * H, H) if stage else (1, 1))
 
-    ty = getattr(types, nb_dtype)
-    W_SHAPE = (4 * H, H) if stage else (1, 1)
+
+@common.kernel_cache
+def _kernel(dtype, H, R, stage):
+    cu, one, unit_forward, _, ty, W_SHAPE = _builder(dtype, H, stage)
     HS_SHAPE = (2, R, H)
 
     @cu.jit(device=True)
@@ -183,12 +187,10 @@ def _kernel(dtype, H, R, stage):
                             a_i, a_f, a_g, a_o = rec4(w_s, hs, p, r, j)
                         else:
                             a_i, a_f, a_g, a_o = rec4(w_hh, hs, p, r, j)
-                        i_ = sigm(gates[j, t, n] + a_i + b[j])
-                        f_ = sigm(gates[H + j, t, n] + a_f + b[H + j])
-                        g_ = tanh_(gates[2 * H + j, t, n] + a_g + b[2 * H + j])
-                        o_ = sigm(gates[3 * H + j, t, n] + a_o + b[3 * H + j])
-                        cv = f_ * c[prev, j, n] + i_ * g_
-                        hv = o_ * tanh_(cv)
+                        i_, f_, g_, o_, cv, hv = unit_forward(
+                            gates[j, t, n] + a_i + b[j], gates[H + j, t, n] + a_f + b[H + j],
+                            gates[2 * H + j, t, n] + a_g + b[2 * H + j],
+                            gates[3 * H + j, t, n] + a_o + b[3 * H + j], c[prev, j, n])
                         gates[j, t, n] = i_
                         gates[H + j, t, n] = f_
                         gates[2 * H + j, t, n] = g_
@@ -220,14 +222,7 @@ def run(gates, b, w_hh, h, c, y, lengths, reverse):
 
 @common.kernel_cache
 def _backward_kernel(dtype, H, R, stage):
-    global cuda
-    cu = cuda = common.cuda()
-    one, _, tanh_ = common.activations(dtype)
-    nb_dtype = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}[np.dtype(dtype)]
-    from numba import types
-
-    ty = getattr(types, nb_dtype)
-    W_SHAPE = (4 * H, H) if stage else (1, 1)
+    cu, one, _, unit_backward, ty, W_SHAPE = _builder(dtype, H, stage)
     DH_SHAPE = (R, H)
     DG_SHAPE = (R, 4 * H + 1)
 
@@ -273,17 +268,11 @@ def _backward_kernel(dtype, H, R, stage):
                         for q in range(4):
                             dgates[q * H + j, t, n] = 0
                     else:
-                        i_ = gates[j, t, n]
-                        f_ = gates[H + j, t, n]
-                        g_ = gates[2 * H + j, t, n]
-                        o_ = gates[3 * H + j, t, n]
-                        dh_t = dh_s[r, j] + dy[t, n, j]
-                        tc = tanh_(c[cur, j, n])
-                        dc_t = dc[j, n] + dh_t * o_ * (one - tc * tc)
-                        d_i = dc_t * g_ * i_ * (one - i_)
-                        d_f = dc_t * c[prev, j, n] * f_ * (one - f_)
-                        d_g = dc_t * i_ * (one - g_ * g_)
-                        d_o = dh_t * tc * o_ * (one - o_)
+                        d_i, d_f, d_g, d_o, dc_prev = unit_backward(
+                            gates[j, t, n], gates[H + j, t, n], gates[2 * H + j, t, n],
+                            gates[3 * H + j, t, n], c[prev, j, n], c[cur, j, n],
+                            dh_s[r, j] + dy[t, n, j], dc[j, n])
+                        dc[j, n] = dc_prev
                         dgates[j, t, n] = d_i
                         dgates[H + j, t, n] = d_f
                         dgates[2 * H + j, t, n] = d_g
@@ -292,7 +281,6 @@ def _backward_kernel(dtype, H, R, stage):
                         dg_s[r, H + j] = d_f
                         dg_s[r, 2 * H + j] = d_g
                         dg_s[r, 3 * H + j] = d_o
-                        dc[j, n] = dc_t * f_
             cuda.syncthreads()
             for k in range(tid, R * H, nt):  # phase 2: dh_{t-1} of units (r, m)
                 m = k // R
