@@ -19,8 +19,9 @@ Model (Luong et al. 2015, with Bahdanau's additive scorer as an option)::
               attentional vector h~ = tanh(W_c [c; h]); logits = W_out h~.
 
 Model file: task "seq2seq"; config {"cell", "hidden", "layers", "embed", "dropout",
-"bidirectional", "attention", "input_feeding" (absent in older files: on), "unit"}; meta["vocab"] = {"unit", "source": [...], "target": [...]}
-(token i of each side, specials first: <pad> <unk> <sos> <eos>); meta["data"] has
+"bidirectional", "attention", "input_feeding" (absent in older files: on), "unit"};
+meta["vocab"] = {"unit", "source": [...], "target": [...]} (token i of each side, specials
+first: <pad> <unk> <sos> <eos>); meta["data"] has
 "max_target_len" (the default decoding limit grows from it).
 
 Word units split text into words and punctuation; a token written without a space before it
@@ -153,7 +154,11 @@ def _queries(q):
 
 
 def _attention_backward(a, values, g_ctx, g_a):
-    """Shared tail: (d scores (N, T, S), d values (N, S, Dv)) from the context/weights gradients."""
+    """Shared tail: (d scores (N, T, S), d values (N, S, Dv)) from the context/weights gradients,
+    each None (not used downstream) or shaped like the forward's outputs ((N, [T,] ...))."""
+    g_ctx = (np.zeros(a.shape[:2] + values.shape[2:], a.dtype) if g_ctx is None
+             else _queries(g_ctx))
+    g_a = None if g_a is None else _queries(g_a)
     dv = np.matmul(a.transpose(0, 2, 1), g_ctx)  # (N, S, Dv)
     da = np.matmul(g_ctx, values.transpose(0, 2, 1))  # (N, T, S)
     if g_a is not None:
@@ -178,9 +183,7 @@ class DotAttention(Function):
 
     def backward(self, g_ctx, g_a):
         q, keys, values, a = self.saved_tensors
-        g_ctx = (np.zeros(a.shape[:2] + values.shape[2:], a.dtype) if g_ctx is None
-                 else _queries(g_ctx))
-        ds, dv = _attention_backward(a, values, g_ctx, None if g_a is None else _queries(g_a))
+        ds, dv = _attention_backward(a, values, g_ctx, g_a)
         dq = np.matmul(ds, keys)  # (N, T, D)
         dk = np.matmul(ds.transpose(0, 2, 1), q)  # (N, S, D)
         return (dq[:, 0] if self.single else dq), dk, dv
@@ -202,9 +205,7 @@ class AdditiveAttention(Function):
 
     def backward(self, g_ctx, g_a):
         e, v, values, a = self.saved_tensors
-        g_ctx = (np.zeros(a.shape[:2] + values.shape[2:], a.dtype) if g_ctx is None
-                 else _queries(g_ctx))
-        ds, dvals = _attention_backward(a, values, g_ctx, None if g_a is None else _queries(g_a))
+        ds, dvals = _attention_backward(a, values, g_ctx, g_a)
         dpre = (ds[..., None] * v) * (1 - e * e)  # (N, T, S, A)
         dv = np.einsum("ntsa,nts->a", e, ds)
         dq = dpre.sum(axis=2)  # (N, T, A)
