@@ -134,7 +134,7 @@ class TaskOptions(dict):
     """The task options a user gave (name -> value), for a handler to read and check.
 
     ``device`` ("cpu" or "cuda", already checked by the command) is where the handler should
-    put the model; a handler that only runs on the CPU says so with Reporter.warn.
+    put the model (seqtool.device.module_to).
     """
 
     device = "cpu"
@@ -248,15 +248,6 @@ class Reporter:
     def warn(self, msg: str) -> None:
         """A warning on stderr, shown even when quiet."""
         click.echo(f"seqtool: warning: {msg}", err=True)
-
-    def cpu_only(self, device: str, what: str) -> None:
-        """For work that runs on the CPU only: the one-line error of --device cuda without a
-        GPU (as every command gives), else a warning that --device is ignored."""
-        from seqtool.device import require
-
-        require(device)
-        if device != "cpu":
-            self.warn(f"{what} runs on the CPU; ignoring --device {device}")
 
     def emit(self, obj: Any) -> None:
         """One JSON line on stdout (only with --json; text output is the command's own)."""

@@ -15,6 +15,8 @@ import sys
 import click
 
 from seqtool.cli.options import Reporter, common_options, train_options
+from seqtool.device import module_to
+from seqtool.device import require as require_device
 from seqtool.cli.train import check_output, run_training
 
 _FEATURE_KEYS = ("sr", "win_ms", "hop_ms", "n_mels", "fmin", "fmax")
@@ -85,7 +87,7 @@ def train_genre(data, output, voices, pool, proj, transpose, exclude, label_rege
     from seqtool.train import TrainSettings
 
     out = Reporter(quiet=quiet, json_output=json_output)
-    out.cpu_only(device, "genre training")
+    require_device(device)  # before reading any data: one-line error without a GPU
     check_output(output)
     given = {"cell": cell, "hidden": hidden, "layers": layers, "bidirectional": bidirectional,
              "dropout": dropout, "pool": pool, "proj": proj}
@@ -178,7 +180,7 @@ def train_genre(data, output, voices, pool, proj, transpose, exclude, label_rege
              f"{len(val)} validation; {len(labels)} classes: "
              + ", ".join(f"{lab} ({n})" for lab, n in counts.items()))
     out.info(f"{config_of(model, data_opts['seq_len'])}")
-    run_training(task, output, settings, rng, out, resume)
+    run_training(task, output, settings, rng, out, resume, device)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -217,8 +219,8 @@ def predict(model_path, inputs, out, opts) -> None:
     from seqtool.tasks.genre import load_genre, piece_features
 
     opts.only("genre")
-    out.cpu_only(opts.device, "genre prediction")
     clf = load_genre(model_path)
+    module_to(clf.model, opts.device)
     if not out.json_output:  # JSON names its fields
         out.info("# columns: path, predicted label, " + ", ".join(f"P({lab})" for lab in clf.labels))
 
@@ -282,8 +284,8 @@ def evaluate(model_path, data, out, opts) -> None:
     opts.only("genre")
     if len(data) != 1:
         raise UsageError("genre eval takes one DATA: a class folder, a JSONL or a list of paths ('-')")
-    out.cpu_only(opts.device, "genre evaluation")
     clf = load_genre(model_path)
+    module_to(clf.model, opts.device)
     pieces, _ = read_data(data[0], clf.spec, reporter=out)
     index = {lab: i for i, lab in enumerate(clf.labels)}
     unknown = sorted({p.label for p in pieces if p.label not in index})

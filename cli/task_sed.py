@@ -14,6 +14,8 @@ import sys
 import click
 
 from seqtool.cli.options import Reporter, common_options, train_options
+from seqtool.device import module_to
+from seqtool.device import require as require_device
 from seqtool.cli.train import check_output, run_training
 
 _FEATURE_KEYS = ("sr", "win_ms", "hop_ms", "n_mels", "fmin", "fmax")
@@ -69,7 +71,7 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
     from seqtool.train import TrainSettings
 
     out = Reporter(quiet=quiet, json_output=json_output)
-    out.cpu_only(device, "sed training")
+    require_device(device)  # before reading any audio: one-line error without a GPU
     check_output(output)
     given = {"cell": cell, "hidden": hidden, "layers": layers, "bidirectional": bidirectional,
              "dropout": dropout}
@@ -129,7 +131,7 @@ def train_sed(audio_dir, annotations, output, sr, win_ms, hop_ms, n_mels, fmin, 
     out.info(f"{len(train)} training recordings ({secs:,.0f} s, {task.n_batches} batches per epoch), "
              f"{len(val)} validation; {len(labels)} classes: {', '.join(labels)}; "
              f"{config_of(model, data_opts['seq_len'])}")
-    run_training(task, output, settings, rng, out, resume)
+    run_training(task, output, settings, rng, out, resume, device)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -223,12 +225,12 @@ def predict(model_path, inputs, out: Reporter, opts) -> None:
     from seqtool.tasks.sed import detect, load_sed
 
     opts.only("sed", ("threshold", "median_ms", "roll", "png"))
-    out.cpu_only(opts.device, "sed")  # 120 s of audio: < 1 s on the CPU
     if opts.get("png") == "-":
         from seqtool.errors import UsageError
 
         raise UsageError("--png needs a file name: stdout carries the events")
     det = load_sed(model_path)
+    module_to(det.model, opts.device)
     thr, median_ms = _decode_settings(det, opts)
     hop = det.features.hop_s
     rolls = []
@@ -339,11 +341,11 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
     from seqtool.tasks.sed import _audio_path, detect, load_sed
 
     opts.only("sed", ("threshold", "median_ms"))
-    out.cpu_only(opts.device, "sed")  # 120 s of audio: < 1 s on the CPU
     if len(data) < 2:
         raise UsageError("sed eval takes AUDIO_DIR REFERENCE.tsv, or AUDIO_FILE... REFERENCE.tsv")
     *audio, ref_path = data
     det = load_sed(model_path)
+    module_to(det.model, opts.device)
     numbered = read_events(ref_path, with_lines=True)
     source = "<stdin>" if ref_path == "-" else ref_path
     check_labels(numbered, det.labels, source)

@@ -12,6 +12,8 @@ import sys
 import click
 
 from seqtool.cli.options import Reporter, common_options, train_options
+from seqtool.device import module_to
+from seqtool.device import require as require_device
 
 SHADES = " \u2591\u2592\u2593\u2588"  # attention weight 0 .. 1 as unicode shade blocks
 _CELL_MAX = 8  # widest column label in the terminal heat-map
@@ -68,7 +70,7 @@ def train_seq2seq(pairs, output, attention, input_feeding, unit, embed, teacher_
     out = Reporter(quiet=quiet, json_output=json_output)
     if seq_len is not None:
         raise UsageError("--seq-len does not apply to seq2seq (each pair is one sequence)")
-    out.cpu_only(device, "seq2seq training (its decoder runs step by step)")
+    require_device(device)  # before reading any data: one-line error without a GPU
     check_output(output)
 
     given = {"cell": cell, "hidden": hidden, "layers": layers, "embed": embed, "dropout": dropout,
@@ -126,7 +128,7 @@ def train_seq2seq(pairs, output, attention, input_feeding, unit, embed, teacher_
     out.info(f"{len(task.train_idx):,} training and {len(task.val_idx):,} validation pairs from "
              f"{data.name}; vocabulary {len(src_vocab):,} source / {len(tgt_vocab):,} target "
              f"{cfg['unit']}s; {config_of(model, cfg['unit'])}")
-    run_training(task, output, settings, rng, out, resume, "cpu")
+    run_training(task, output, settings, rng, out, resume, device)
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -141,8 +143,9 @@ def _decode_options(opts):
 def _load(model_path, opts, out: Reporter):
     from seqtool.tasks.seq2seq import load_seq2seq
 
-    out.cpu_only(opts.device, "seq2seq decoding")
-    return load_seq2seq(model_path)
+    translator = load_seq2seq(model_path)
+    module_to(translator.model, opts.device)
+    return translator
 
 
 def draw_attention(weights, source_tokens, target_tokens) -> list[str]:

@@ -167,7 +167,8 @@ def test_device_cuda_without_gpu_exits_1(monkeypatch, tmp_path, command):
 
 
 def _other_task_data(tmp_path, task):
-    """Minimal training data for the tasks that train on the CPU only."""
+    """Minimal training data for seq2seq, genre and sed (their --device cuda runs are in
+    test_cuda_training.py)."""
     if task == "seq2seq":
         pairs = tmp_path / "p.tsv"
         pairs.write_text("a b\tc d\n" * 8)
@@ -186,24 +187,13 @@ def _other_task_data(tmp_path, task):
 
 
 @pytest.mark.parametrize("task", ["seq2seq", "genre", "sed"])
-def test_cpu_only_training_tasks_give_the_no_gpu_error(monkeypatch, tmp_path, task):
+def test_other_training_tasks_give_the_no_gpu_error(monkeypatch, tmp_path, task):
     _no_gpu(monkeypatch)
     r = _run("train", task, *_other_task_data(tmp_path, task), "-o", tmp_path / "m.st",
              "--device", "cuda")
     assert r.exit_code == 1
     assert r.stderr.strip() == "seqtool: error: no CUDA GPU found; use --device cpu"
     assert not (tmp_path / "m.st").exists()
-
-
-@pytest.mark.parametrize("task", ["seq2seq", "genre"])
-def test_cpu_only_training_tasks_warn_and_train_when_a_gpu_is_there(monkeypatch, tmp_path, task):
-    monkeypatch.setattr(devicelib, "require", lambda device: None)  # as if a GPU were found
-    r = _run("train", task, *_other_task_data(tmp_path, task), "-o", tmp_path / "m.st",
-             "--device", "cuda", "--steps", "1", "--hidden", "4", "--val-frac", "0.34", "-q")
-    assert r.exit_code == 0, r.output
-    assert f"seqtool: warning: {task} training" in r.stderr
-    assert "runs on the CPU; ignoring --device cuda" in r.stderr
-    assert (tmp_path / "m.st").exists()
 
 
 # ----------------------------------------------------------------------------- check

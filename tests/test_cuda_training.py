@@ -123,3 +123,88 @@ def test_bench_runs_the_cuda_kernels(monkeypatch):
     rec = run(cfg, device="cuda")
     assert rec["device"] == "cuda" and len(calls) == 3
     assert rec["step_s"] > 0 and rec["gflops"] == pytest.approx(rec["flops_per_step"] / rec["step_s"] / 1e9)
+
+
+# ---------------------------------------------------------------- the other tasks on --device cuda
+
+
+def _task_data(tmp_path, task):
+    """(train args, eval/predict data args) for a tiny run of `task`."""
+    if task == "seq2seq":
+        pairs = tmp_path / "p.tsv"
+        pairs.write_text("".join(f"{a} {b}\t{b} {a}\n" for a, b in
+                                 [("x", "y"), ("y", "z"), ("z", "x"), ("x", "x"), ("y", "y"), ("z", "y")] * 2))
+        return ([pairs, "--embed", 3, "--attention", "general", "--bidirectional", "--batch", 4],
+                [pairs])
+    if task == "genre":
+        scores = tmp_path / "g.jsonl"
+        scores.write_text("".join(
+            f'{{"id": "{i}", "label": "{"ab"[i % 2]}", "notes": '
+            f'[[0, 1, {60 + i}, 0], [1, 1, {62 + 3 * (i % 2)}, 0], [2, 2, 64, 0], [4, 1, 60, 0]]}}\n'
+            for i in range(8)))
+        return [scores, "--batch", 4, "--seq-len", 4], [scores]
+    from seqtool.audio import write_wav
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    t = np.arange(8000) / 16000
+    rows = []
+    for k in range(3):
+        tone = np.where(t > 0.1 * (k + 1), np.sin(2 * np.pi * 1000 * t), 0.0)
+        write_wav(audio / f"r{k}.wav", (0.3 * tone).astype(np.float32), 16000)
+        rows.append(f"r{k}.wav\t{0.1 * (k + 1):.1f}\t0.5\tbeep\n")
+    ann = tmp_path / "ann.tsv"
+    ann.write_text("".join(rows))
+    return ([audio, ann, "--n-mels", 8, "--seq-len", 8, "--batch", 2, "--no-tune-decoding"],
+            [audio, ann])
+
+
+@pytest.mark.parametrize("task", ["seq2seq", "genre", "sed"])
+def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkeypatch, task):
+    """`train TASK --device cuda` runs its recurrent layers on the CUDA kernels and ends with the
+    weights the CPU run reaches; predict and eval on either device print the same numbers."""
+    from click.testing import CliRunner
+
+    from seqtool import modelfile
+    from seqtool.cli.main import cli
+    from seqtool.kernels import cuda as kernels_cuda
+
+    calls = []
+    real = kernels_cuda.lstm.lstm_backward
+    monkeypatch.setattr(kernels_cuda.lstm, "lstm_backward", lambda *a: calls.append(1) or real(*a))
+    train_args, data_args = _task_data(tmp_path, task)
+    runner = CliRunner()
+
+    def run(*args):
+        r = runner.invoke(cli, [str(a) for a in args])
+        device.use("cpu")
+        assert r.exit_code == 0, r.output
+        return r.stdout
+
+    weights = {}
+    for dev in ("cpu", "cuda"):
+        model = tmp_path / f"{dev}.st"
+        run("train", task, *train_args, "-o", model, "--hidden", 4, "--layers", 1, "--steps", 2,
+            "--val-frac", 0.34, "--seed", 5, "--device", dev, "-q")
+        assert bool(calls) == (dev == "cuda")
+        weights[dev] = {k: v for k, v in modelfile.load_model(model)[0].items()
+                        if not k.startswith(modelfile.OPTIM_PREFIX)}
+    assert weights["cpu"].keys() == weights["cuda"].keys()
+    for k, w in weights["cpu"].items():
+        np.testing.assert_allclose(weights["cuda"][k], w, rtol=1e-4, atol=1e-6, err_msg=k)
+
+    model = tmp_path / "cpu.st"
+    calls.clear()
+    monkeypatch.setattr(kernels_cuda.lstm, "lstm_forward",
+                        lambda *a, real=kernels_cuda.lstm.lstm_forward: calls.append(1) or real(*a))
+    predict_inputs = {"seq2seq": ["-"], "genre": data_args, "sed": [data_args[0] / "r0.wav"]}[task]
+    stdin = "x y\nz x\n" if task == "seq2seq" else None
+    for command, args in (("predict", predict_inputs), ("eval", data_args)):
+        on_cpu = runner.invoke(cli, [command, str(model), *map(str, args)], input=stdin)
+        assert not calls
+        on_gpu = runner.invoke(cli, [command, str(model), *map(str, args), "--device", "cuda"], input=stdin)
+        device.use("cpu")
+        assert on_cpu.exit_code == on_gpu.exit_code == 0, on_cpu.output + on_gpu.output
+        assert calls, f"{command} --device cuda did not run the CUDA kernels"
+        calls.clear()
+        assert on_gpu.stdout == on_cpu.stdout

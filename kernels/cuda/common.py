@@ -95,7 +95,12 @@ def activations(dtype):
 
     @cu.jit(device=True)
     def sigm(v):
-        return one / (one + math.exp(-v))
+        # exp of a non-positive argument only: no overflow (the simulator's math.exp raises
+        # on one, a GPU would give inf and still the right limit)
+        if v >= 0:
+            return one / (one + math.exp(-v))
+        e = math.exp(v)
+        return e / (one + e)
 
     @cu.jit(device=True)
     def tanh_(v):

@@ -99,6 +99,15 @@ class Module:
         for _, p in self.named_parameters():
             yield p
 
+    def on_device(self, a):
+        """Array `a` on the device of this module's parameters: inputs read on the host meet
+        weights that --device cuda has put on a GPU (a no-op on the CPU). A Tensor is returned
+        as it is (it already lives where the graph that made it does)."""
+        first = next(self.parameters(), None)
+        if first is None or isinstance(a, Tensor):
+            return a
+        return asarray_on(a, like=first.data)
+
     def num_parameters(self) -> int:
         return int(sum(p.size for p in self.parameters()))
 

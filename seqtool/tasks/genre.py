@@ -30,6 +30,7 @@ from seqtool.autograd import Tensor, no_grad
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.losses import cross_entropy
 from seqtool.nn import GRU, LSTM, RNN, Linear, Module
+from seqtool.xp import to_host
 
 __all__ = ["GenreNet", "GenreTask", "Classifier", "Piece", "DEFAULTS", "defaults_for", "POOLS", "build_genre",
            "load_genre", "config_of", "read_data", "piece_features", "classify", "metrics"]
@@ -99,16 +100,16 @@ class GenreNet(Module):
 
     def encode(self, x, lengths):
         """(pooled (N, H'), attention weights (T, N) or None) for x (T, N, D)."""
-        lengths = np.asarray(lengths, np.int64)
+        lengths = to_host(lengths).astype(np.int64, copy=False)
         if not isinstance(x, Tensor):
-            x = Tensor(x)
+            x = Tensor(self.on_device(x))
         T, N, _ = x.shape
         if N and lengths.min() < 1:
             raise SeqtoolError("every sequence needs at least one step")
         if self.proj_size:
             x = F.tanh(self.proj(x))  # (T, N, P)
         y, state = self.rnn(x, lengths=lengths)  # (T, N, H')
-        mask = (np.arange(T)[:, None] < lengths[None, :]).astype(y.dtype)[:, :, None]  # (T, N, 1)
+        mask = self.on_device((np.arange(T)[:, None] < lengths[None, :]).astype(y.dtype)[:, :, None])  # (T, N, 1)
         if self.pool == "last":
             h_n = state[0] if isinstance(state, tuple) else state  # (L*dirs, N, H)
             dirs = self.rnn.num_directions
@@ -117,12 +118,12 @@ class GenreNet(Module):
             last = [F.getitem(h_n, -dirs + d) for d in range(dirs)]
             return (last[0] if dirs == 1 else F.concat(last, axis=1)), None
         if self.pool == "mean":
-            inv = (1.0 / lengths.astype(y.dtype))[:, None]  # (N, 1)
+            inv = self.on_device((1.0 / lengths.astype(y.dtype))[:, None])  # (N, 1)
             return F.sum(y * mask, axis=0) * inv, None
         scores = self.att_v(F.tanh(self.att_in(y)))  # (T, N, 1)
         scores = scores + (mask - 1.0) * _MASK_NEG  # padded steps get no weight
         weights = F.softmax(scores, axis=0)  # (T, N, 1)
-        return F.sum(y * weights, axis=0), weights.data[:, :, 0]
+        return F.sum(y * weights, axis=0), to_host(weights.data[:, :, 0])
 
 
 def config_of(model: GenreNet, seq_len: int) -> dict:
@@ -356,7 +357,6 @@ def chunk_probabilities(model: GenreNet, pieces_features, seq_len: int, batch_st
     """(P, C) class probabilities of each piece, averaged over chunks of seq_len steps
     (hop seq_len // 2) that together cover the whole piece."""
     from seqtool.data.scores import chunk_starts
-    from seqtool.xp import to_host
 
     hop = max(1, seq_len // 2)
     owners, windows = [], []

@@ -27,6 +27,7 @@ from seqtool.data.events import Event, check_labels, events_to_roll, read_events
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.losses import bce_with_logits
 from seqtool.nn import GRU, LSTM, RNN, Linear, Module
+from seqtool.xp import to_host
 
 __all__ = ["SEDModel", "SEDTask", "Recording", "DEFAULTS", "build_sed", "load_sed", "load_recordings",
            "frame_logits", "detect", "median_frames", "parse_thresholds"]
@@ -65,7 +66,7 @@ class SEDModel(Module):
         self.head.bias.data[:] = _HEAD_BIAS
 
     def forward(self, x, lengths=None):
-        y, _ = self.rnn(x, None, lengths)  # (T, N, H * dirs)
+        y, _ = self.rnn(self.on_device(x), None, lengths)  # (T, N, H * dirs)
         return self.head(y)  # (T, N, C)
 
 
@@ -226,7 +227,7 @@ def frame_logits(model: SEDModel, feats: np.ndarray, window: int) -> np.ndarray:
             for b in range(0, len(starts), _INFER_BATCH):
                 chunk = starts[b:b + _INFER_BATCH]
                 x = np.stack([feats[s:s + W] for s in chunk], axis=1)  # (W, n, D)
-                logits = np.asarray(model(x).data, dtype=np.float32)  # (W, n, C)
+                logits = to_host(model(x).data).astype(np.float32, copy=False)  # (W, n, C)
                 if out is None:
                     out = np.zeros((T, logits.shape[2]), dtype=np.float32)
                 for j, s in enumerate(chunk):

@@ -43,6 +43,7 @@ from seqtool.errors import SeqtoolError, UsageError
 from seqtool.losses import cross_entropy
 from seqtool.nn import GRU, LSTM, RNN, Embedding, Linear, Module
 from seqtool.nn.module import Parameter
+from seqtool.xp import asarray_on, to_host, zeros
 
 __all__ = [
     "PAD", "UNK", "SOS", "EOS", "SPECIALS", "JOINER", "ATTENTIONS", "DEFAULTS", "Vocab", "tokenize",
@@ -156,7 +157,7 @@ def _queries(q):
 def _attention_backward(a, values, g_ctx, g_a):
     """Shared tail: (d scores (N, T, S), d values (N, S, Dv)) from the context/weights gradients,
     each None (not used downstream) or shaped like the forward's outputs ((N, [T,] ...))."""
-    g_ctx = (np.zeros(a.shape[:2] + values.shape[2:], a.dtype) if g_ctx is None
+    g_ctx = (zeros(a.shape[:2] + values.shape[2:], a.dtype, like=a) if g_ctx is None
              else _queries(g_ctx))
     g_a = None if g_a is None else _queries(g_a)
     dv = np.matmul(a.transpose(0, 2, 1), g_ctx)  # (N, S, Dv)
@@ -280,10 +281,11 @@ class Memory:
 
     values: Tensor | None  # (N, S, H) encoder outputs
     keys: Tensor | None  # (N, S, H or A): values, W_a values or W_k values + b
-    mask: np.ndarray  # (N, S) bool, False at padding
+    mask: np.ndarray  # (N, S) bool, False at padding; on the model's device
 
     def select(self, rows: np.ndarray) -> "Memory":
         """The memory of the given batch rows (beam search); no gradient."""
+        rows = asarray_on(rows, like=self.mask)
         pick = (lambda t: None if t is None else Tensor(t.data[rows]))
         return Memory(pick(self.values), pick(self.keys), self.mask[rows])
 
@@ -347,7 +349,7 @@ class Seq2Seq(Module):
             else:
                 h, c = h_n[layer], (c_n[layer] if lstm else None)
             start.append((h, c) if lstm else h)
-        mask = np.arange(S)[None, :] < np.asarray(lengths)[:, None]  # (N, S)
+        mask = self.on_device(np.arange(S)[None, :] < to_host(lengths)[:, None])  # (N, S)
         if self.attention == "none":
             return Memory(None, None, mask), start
         values = self._drop(out).transpose(1, 0, 2)  # (N, S, H)
@@ -397,7 +399,7 @@ class Seq2Seq(Module):
         return self._drop(F.tanh(self.attn_out(F.concat([ctx, top], axis=-1)))), weights
 
     def initial_feed(self, n: int):
-        return Tensor(np.zeros((n, self.hidden), np.float32)) if self.input_feed else None
+        return Tensor(self.on_device(np.zeros((n, self.hidden), np.float32))) if self.input_feed else None
 
     # ---- training forward
     def forward(self, src, src_len, tgt_in, teacher_forcing: float = 1.0, rng=None):
@@ -428,7 +430,7 @@ class Seq2Seq(Module):
                 # model's own previous prediction (scheduled-sampling style).
                 use_gold = rng.random(N) < teacher_forcing
                 if not use_gold.all():
-                    tokens = np.where(use_gold, tgt_in[t], prev_pred)
+                    tokens = np.where(use_gold, to_host(tgt_in[t]), to_host(prev_pred))
                     e_t = self._drop(self.tgt_embed(tokens))
             out, state, _ = self.step(e_t, feed, state, memory)
             feed = out if self.input_feed else None
@@ -514,14 +516,14 @@ class Translator:
         for t in range(int(limits.max())):
             out, state, weights = model.step(model.tgt_embed(tok), feed, state, memory)
             feed = out if model.input_feed else None
-            logits = model.out(out).data  # (N, V)
+            logits = to_host(model.out(out).data)  # (N, V)
             tok = logits.argmax(axis=1)
             z = logits - logits.max(axis=1, keepdims=True)
             logp = -np.log(np.exp(z).sum(axis=1))  # log-softmax at the argmax (z = 0 there)
             scores += np.where(done, 0.0, logp)
             steps.append(tok)
             if weights is not None:
-                attn.append(weights.data)
+                attn.append(to_host(weights.data))
             done |= (tok == EOS) | (t + 1 >= limits)
             if done.all():
                 break
@@ -558,7 +560,8 @@ class Translator:
             k = len(tok)
             mem = memory if memory.mask.shape[0] == k else memory.select(np.zeros(k, np.int64))
             out, state, weights = model.step(model.tgt_embed(tok), feed, state, mem)
-            logits = model.out(out).data.astype(np.float64)
+            logits = to_host(model.out(out).data).astype(np.float64)
+            weights = None if weights is None else to_host(weights.data)
             z = logits - logits.max(axis=1, keepdims=True)
             logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # (k, V)
             cand = (scores[:, None] + logp).reshape(-1)
@@ -568,7 +571,7 @@ class Translator:
             keep = []
             for flat in top:
                 parent, token = divmod(int(flat), V)
-                row_attn = weights.data[parent] if weights is not None else None
+                row_attn = weights[parent] if weights is not None else None
                 if token == EOS or t + 1 >= limit:
                     ids = seqs[parent].tolist() + ([] if token == EOS else [token])
                     a = (np.concatenate([attn[parent], row_attn[None]], axis=0)
@@ -587,9 +590,9 @@ class Translator:
             scores = cand[[f for _, _, f in keep]]
             seqs = np.concatenate([seqs[parents], tok[:, None]], axis=1)
             if weights is not None:
-                attn = np.concatenate([attn[parents], weights.data[parents][:, None, :]], axis=1)
+                attn = np.concatenate([attn[parents], weights[parents][:, None, :]], axis=1)
             state = _select_state(state, parents)
-            feed = Tensor(out.data[parents]) if model.input_feed else None
+            feed = Tensor(out.data[asarray_on(parents, like=out.data)]) if model.input_feed else None
         finished.sort(key=lambda x: -x[0])
         return finished[0][1]
 
@@ -598,9 +601,9 @@ def _select_state(state, rows):
     picked = []
     for s in state:
         if isinstance(s, tuple):
-            picked.append(tuple(Tensor(x.data[rows]) for x in s))
+            picked.append(tuple(Tensor(x.data[asarray_on(rows, like=x.data)]) for x in s))
         else:
-            picked.append(Tensor(s.data[rows]))
+            picked.append(Tensor(s.data[asarray_on(rows, like=s.data)]))
     return picked
 
 
