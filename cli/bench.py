@@ -30,11 +30,14 @@ _POSITIVE = click.IntRange(min=1)
                    "or the classic tanh(W x + U (r*h)).")
 @click.option("--compare", type=click.Choice(("torch",)), default=None,
               help="Also time PyTorch's layer on the same step, interleaved with ours.")
+@click.option("--persistent", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
+              help="--device cuda, LSTM: the persistent kernels (one launch per layer and pass), "
+                   "the per-step kernels, or whichever the first call of the shape measures faster.")
 @click.option("--matmul-peak", is_flag=True,
               help="Also measure NumPy's float32 1024^3 matmul GFLOP/s, the machine's GEMM peak.")
 @common_options
 def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps, warmup,
-          nonlinearity, gru_form, compare, matmul_peak, json_output, quiet, device, seed):
+          nonlinearity, gru_form, compare, persistent, matmul_peak, json_output, quiet, device, seed):
     """Time full training steps of a recurrent layer stack on random data.
 
     One step: forward over (T, N, D) float32 input, loss = sum(output * R) with a fixed random
@@ -58,6 +61,10 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
         from seqtool.errors import UsageError
 
         raise UsageError("--matmul-peak measures NumPy's CPU matmul; use it with --device cpu")
+    if persistent != "auto" and (device != "cuda" or cell != "lstm"):
+        from seqtool.errors import UsageError
+
+        raise UsageError("--persistent chooses between CUDA LSTM kernels: use it with --device cuda --cell lstm")
 
     from seqtool.bench import BenchConfig, check_compare, matmul_peak as measure_peak, run
 
@@ -70,8 +77,16 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     check_compare(cfg, compare)
     out.info(f"bench {_shape(cfg)}: {warmup} warm-up + {steps} timed steps"
              + (" (interleaved with PyTorch)" if compare else ""))
-    with out.progress("steps", total=warmup + steps, transient=True) as bar:
+    import contextlib
+
+    from seqtool.kernels.cuda import persistent as persistent_kernels
+
+    mode = {"auto": contextlib.nullcontext(), "on": persistent_kernels.forced(True),
+            "off": persistent_kernels.forced(False)}[persistent]
+    with mode, out.progress("steps", total=warmup + steps, transient=True) as bar:
         rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device)
+    if device == "cuda" and cell == "lstm":
+        rec["persistent"] = persistent
     if matmul_peak:
         rec["matmul_gflops"] = measure_peak()
         rec["fraction_of_peak"] = rec["gflops"] / rec["matmul_gflops"]

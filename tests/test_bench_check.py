@@ -123,6 +123,15 @@ def test_bench_usage_errors_exit_2(args):
     assert r.exit_code == 2, r.output
 
 
+@pytest.mark.parametrize("args", [[], ["--device", "cuda", "--cell", "gru"]])
+def test_bench_persistent_is_for_cuda_lstms(monkeypatch, args):
+    monkeypatch.setattr(devicelib, "require", lambda device: None)  # as if a GPU were found
+    monkeypatch.setattr(devicelib, "_active", "cpu")  # restored after the test
+    r = _run("bench", *TINY, "--persistent", "on", *args)
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines()[-1].endswith("use it with --device cuda --cell lstm")
+
+
 def test_bench_classic_gru_cannot_compare_with_torch():
     r = _run("bench", *TINY, "--cell", "gru", "--gru-form", "classic", "--compare", "torch")
     assert r.exit_code == 2

@@ -36,7 +36,7 @@ def tiny_blocks(monkeypatch):
     # 4 threads per block: N*H = 12 (j, n) pairs span several blocks and a partial one.
     monkeypatch.setattr(common, "BLOCK", 4)
     monkeypatch.setattr(persistent, "THREADS", 4)
-    monkeypatch.setattr(persistent, "ROWS", 2)
+    monkeypatch.setattr(persistent, "VIRTUAL_BLOCKS", 2)
     monkeypatch.setattr(persistent, "FORCE", None)
 
 
@@ -223,15 +223,14 @@ def test_float32_close_to_float64_reference(cell, opts, path):
 @needs_sim
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("rows,threads,staged", [(2, 4, True), (1, 2, True), (2, 4, False), (3, 8, False)])
-def test_persistent_matches_per_step(monkeypatch, dtype, reverse, rows, threads, staged):
-    # rows per block x threads per block: partial last blocks, several units per thread,
-    # weights in shared memory (staged) or read from global memory.
-    monkeypatch.setattr(persistent, "ROWS", rows)
+@pytest.mark.parametrize("blocks,threads,hidden", [(1, 4, 4), (2, 4, 5), (3, 2, 4), (4, 8, 5), (5, 3, 5)])
+def test_persistent_matches_per_step(monkeypatch, dtype, reverse, blocks, threads, hidden):
+    # the units dealt to 1-5 blocks (unevenly for H=5: the last block owns fewer), fewer
+    # threads than units x rows (each thread loops over several), ragged lengths
+    monkeypatch.setattr(persistent, "VIRTUAL_BLOCKS", blocks)
     monkeypatch.setattr(persistent, "THREADS", threads)
-    monkeypatch.setattr(persistent, "SMEM_BYTES", 48 * 1024 if staged else 0)
-    a, lengths = make("lstm", ragged=True, seed=9, dtype=dtype, H=4)
-    assert persistent.staged(4, persistent.rows_per_block(N, 4), dtype) == staged
+    assert persistent.plan(hidden)[1] == min(blocks, hidden)
+    a, lengths = make("lstm", ragged=True, seed=9, dtype=dtype, H=hidden)
     with persistent.forced(True):
         one = forward(gpu, "lstm", a, lengths, reverse, {})
     with persistent.forced(False):
@@ -241,7 +240,6 @@ def test_persistent_matches_per_step(monkeypatch, dtype, reverse, rows, threads,
         assert p.shape == s.shape and p.dtype == s.dtype
         np.testing.assert_allclose(p, s, rtol=0, atol=tol, err_msg=f"output {k}")
     # the persistent backward on the persistent forward's arrays, against the per-step path
-    assert persistent.staged(4, persistent.rows_per_block(N, 4), dtype, backward=True) == staged
     dy, dh_n, dc_n = upstream("lstm", a, seed=10)
     given = [u.copy() for u in (dy, dh_n, dc_n)]
     with persistent.forced(True):
@@ -272,10 +270,38 @@ def test_backward_leaves_upstream_gradients_alone_with_one_row(cell, path):
     assert not np.allclose(grads[1], dh_n)  # dh0 is a new array, not the upstream one changed
 
 
+def test_persistent_units_are_dealt_to_blocks_once_each():
+    # the partition the kernels use, for a GPU's one virtual block per block and for the
+    # simulator's single block hosting them all: every unit has exactly one owner
+    for H in (1, 5, 64, 100, 256):
+        for nvb in {1, 2, 7, min(H, 132), H}:
+            ub = -(-H // nvb)
+            for grid_blocks in {1, nvb}:
+                vpb = -(-nvb // grid_blocks)
+                owned = [persistent.unit_of(blk, grid_blocks, lv, u, nvb)
+                         for blk in range(grid_blocks) for lv in range(vpb) for u in range(ub)]
+                units = sorted(j for vb, j in owned if vb < nvb and j < H)
+                assert units == list(range(H)), (H, nvb, grid_blocks)
+
+
+def test_persistent_plan_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(common, "simulator", lambda: False)
+    monkeypatch.setattr(persistent, "_sm_count", lambda: 132)
+    assert persistent.plan(128) == (128, 128, 1, 1)  # one unit per block
+    assert persistent.plan(256) == (128, 128, 2, 1)  # two units each, 128 of 132 SMs
+    assert persistent.plan(200) == (100, 100, 2, 1)
+    assert persistent.fits(256, 2, np.float64) and persistent.fits(256, 2, np.float32)
+    monkeypatch.setattr(persistent, "_sm_count", lambda: 20)  # a small GPU: 13 units a block
+    assert persistent.plan(256) == (20, 20, 13, 1)
+    assert persistent.fits(256, 13, np.float32) is False  # 4 * 13 * 257 * 4 B > 48 KiB
+    assert not persistent.policy_allows(100, 8, 256, np.float32)
+    assert persistent.policy_allows(100, 8, 128, np.float32)
+
+
 def test_persistent_policy():
-    assert persistent.use_persistent(100, 8, 64)  # small H, few blocks
+    assert persistent.use_persistent(100, 8, 64)  # small H, few rows
     assert not persistent.use_persistent(100, 8, persistent.MAX_H + 1)
-    assert not persistent.use_persistent(100, 4096, 256)  # many blocks re-reading W_hh from L2
+    assert not persistent.use_persistent(100, 4096, 256)  # many rows: the GEMMs win
     with persistent.forced(True):
         assert persistent.use_persistent(100, 4096, 1024)
         with persistent.forced(False):
@@ -286,6 +312,7 @@ def test_persistent_policy():
 
 def test_persistent_choice_is_measured_once_per_shape_on_a_gpu(monkeypatch):
     monkeypatch.setattr(common, "simulator", lambda: False)  # as on a real GPU
+    monkeypatch.setattr(persistent, "_sm_count", lambda: 132)
     monkeypatch.setattr(persistent, "MEASURED", {})
     timed = []
 

@@ -208,3 +208,24 @@ def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkey
         assert calls, f"{command} --device cuda did not run the CUDA kernels"
         calls.clear()
         assert on_gpu.stdout == on_cpu.stdout
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_bench_persistent_option_picks_the_lstm_kernels(monkeypatch, mode):
+    import json
+
+    from click.testing import CliRunner
+
+    from seqtool.cli.main import cli
+    from seqtool.kernels.cuda import persistent
+
+    calls = []
+    real = persistent.run
+    monkeypatch.setattr(persistent, "run", lambda *a: calls.append(1) or real(*a))
+    r = CliRunner().invoke(cli, ["bench", "--device", "cuda", "--hidden", "3", "--batch", "2", "--seq-len", "3",
+                                 "--input-size", "2", "--steps", "1", "--warmup", "0", "--persistent", mode,
+                                 "--json", "-q"])
+    device.use("cpu")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["persistent"] == mode
+    assert bool(calls) == (mode == "on")

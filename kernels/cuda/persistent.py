@@ -1,48 +1,53 @@
-"""Persistent LSTM forward and backward: the whole sequence in ONE launch, for small hidden sizes.
+"""Persistent LSTM forward and backward: the whole sequence in ONE cooperative launch (small H).
 
 The per-step path launches a GEMM and a gate kernel for every step; for small N and H each of
-those is pure launch latency. Here one thread block owns R batch rows for the whole sequence
-and loops over time itself:
-  shared  w_s   (4H, H)    recurrent weights, staged once (when they fit, see below)
-          hs    (2, R, H)  h_{t-1} of the block's rows, double-buffered by step parity
-  step t: thread -> units (r, j) strided by blockDim; four dot products of hs[p, r] with rows
-          j, H+j, 2H+j, 3H+j of W_hh, the gate arithmetic of lstm.py, write hs[1-p];
-          cuda.syncthreads() between steps. Rows never interact, so no grid sync is needed.
-The c state of (r, j) is touched by one thread only, so it goes straight through global memory.
-Memory: 4H*H + 2RH values of shared memory. Static shared memory is limited to 48 KiB per
-block, so W_hh is staged only when it fits: float32 H <= 55, float64 H <= 38 (at R=1). Larger H
-(up to MAX_H) reads W_hh from global memory (L2-resident: 1 MiB at H=256 float32) instead.
-Outputs are identical in layout to lstm.lstm_forward (gates activated, zero on padding), so
-either backward runs on them.
+those is mostly launch latency. Here, as in cuDNN's persistent RNNs, the recurrent weights stay
+on chip for the whole sequence and the blocks step through time together:
+  - the H hidden units are dealt out to NVB blocks: block vb owns units j = vb + u * NVB,
+    u < UB = ceil(H / NVB) (see `unit_of`), and stages the rows of W_hh that feed them into
+    shared memory once: the 4 gate rows of each owned unit (forward), or its column of W_hh
+    (backward);
+  - step t: every block computes its units for all N batch rows, reading h_{t-1} (N, H) from
+    global memory (L2: every block writes its slice, every block reads it all), then
+    cuda.cg.this_grid().sync(): all of h_t is written before anyone starts step t+1.
+One grid sync per step. A cooperative launch needs every block resident at once, so on a GPU
+NVB <= the SM count (one block per SM always fits: <= 256 threads, <= 48 KiB shared memory).
 
-The backward recurrence has the same shape, in reverse time order, with two phases per step:
-  1. thread -> units (r, j): the gate gradients dgates[:, t, n] from dh_t (shared dh_s), dy and
-     dc (global, one owner per unit), as lstm.backward_step; also kept in shared dg_s for
-     phase 2; syncthreads.
-  2. thread -> units (r, m): dh_{t-1}[r, m] = sum_q W_hh[q, m] dg_s[r, q] (a column of W_hh),
-     written over dh_s[r, m], which phase 1 of this step has finished reading; padding leaves
-     it; syncthreads. dg_s rows are padded by one value so that threads of neighbouring rows
-     read different shared-memory banks.
-Shared memory: 4H*H (staged W_hh) + R(5H + 1) values. The weight gradients stay large GEMMs.
+Under the CUDA simulator a grid sync only works with one block, so one block hosts all NVB
+virtual blocks (VPB = NVB virtual blocks per block, a loop per step); on a GPU each block hosts
+one (VPB = 1). The code is the same, so the simulator exercises the unit partition of several
+blocks; what it cannot check is the synchronization across real blocks.
+
+Backward, in reverse time order, two phases per step:
+  1. units (j, n): gate gradients from dh_t[j, n] + dy, dc (global, one owner per unit, as
+     lstm.backward_step), written to dgates[:, t, n]; grid sync;
+  2. units (m, n): dh_{t-1}[m, n] = sum_q W_hh[q, m] dgates[q, t, n] with column m of W_hh from
+     shared memory (padding rows: dh passes through).
+The same thread owns (j, n) in both phases, so phase 2 -> the next phase 1 needs no sync, and
+the next phase 1 writes dgates[:, t-1] while slower blocks may still read dgates[:, t].
+Outputs have lstm.lstm_forward's layouts (gates activated, zero on padding), so either backward
+runs on either forward's arrays. The weight gradients stay large GEMMs (lstm.py).
 """
 import contextlib
+import functools
 
 import numpy as np
 
 from seqtool.kernels.cuda import common
 
 MAX_H = 256
-SMEM_BYTES = 48 * 1024
-THREADS = 256  # threads per block (tests shrink it)
-ROWS = None  # batch rows per block; None: THREADS // H, at least 1 (tests set it)
+MAX_N = 64  # static policy (simulator): beyond this the per-step path's GEMMs win
+SMEM_BYTES = 48 * 1024  # static shared memory per block
+THREADS = 256  # threads per block at most (tests shrink it)
+VIRTUAL_BLOCKS = 2  # blocks the units are dealt to under the simulator (tests vary it)
 # numba.cuda, set on first build (the simulator swaps module globals referring to it).
 cuda = None
-FORCE = None  # None: use_persistent decides; True / False: always / never (tests, benchmarks)
+FORCE = None  # None: choose() decides; True / False: always / never (tests, benchmarks)
 
 
 @contextlib.contextmanager
 def forced(mode):
-    """with forced(True): ... runs lstm_forward on the persistent kernel (False: per-step)."""
+    """with forced(True): ... runs the LSTM recurrences on the persistent kernels (False: per-step)."""
     global FORCE
     old, FORCE = FORCE, mode
     try:
@@ -51,13 +56,34 @@ def forced(mode):
         FORCE = old
 
 
-def rows_per_block(N, H):
-    return max(1, min(N, ROWS if ROWS is not None else THREADS // H))
+def unit_of(block, grid_blocks, lv, u, nvb):
+    """Hidden unit u of the lv-th virtual block hosted by `block` (of grid_blocks): virtual
+    block vb = block + lv * grid_blocks owns units vb, vb + NVB, vb + 2 NVB, ... Returns
+    (vb, j); (vb, j) is real only when vb < nvb and j < H. Compiled as a device function too."""
+    vb = block + lv * grid_blocks
+    return vb, vb + u * nvb
 
 
-def staged(H, R, dtype, backward=False):
-    per_row = 5 * H + 1 if backward else 2 * H  # dh_s (R, H), dg_s (R, 4H + 1); hs (2, R, H)
-    return (4 * H * H + R * per_row) * np.dtype(dtype).itemsize <= SMEM_BYTES
+@functools.lru_cache(maxsize=None)
+def _sm_count():
+    return common.cuda().get_current_device().MULTIPROCESSOR_COUNT
+
+
+def plan(H):
+    """(grid blocks, virtual blocks NVB, units per virtual block UB, virtual blocks per block)."""
+    if common.simulator():
+        nvb = max(1, min(H, VIRTUAL_BLOCKS))
+        return 1, nvb, -(-H // nvb), nvb
+    ub = -(-H // min(H, _sm_count()))
+    nvb = -(-H // ub)
+    return nvb, nvb, ub, 1
+
+
+def fits(H, ub, dtype):
+    """Whether one virtual block's staged weights fit in shared memory, forward and backward
+    (rows padded by one value against bank conflicts)."""
+    size = np.dtype(dtype).itemsize
+    return max(4 * ub * (H + 1), ub * (4 * H + 1)) * size <= SMEM_BYTES
 
 
 # (pass, N, H, dtype, T rounded up to a power of two) -> True if the persistent kernel measured
@@ -74,7 +100,7 @@ def choose(T, N, H, dtype, time_path, which="forward"):
     persistent kernel for this shape.
 
     Eligible shapes (policy_allows) are decided by measurement on a real GPU: the first call of
-    a shape times one forward each way (``time_path(persistent: bool) -> seconds``, synchronized)
+    a shape times one recurrence each way (``time_path(persistent: bool) -> ms``, synchronized)
     and remembers the faster; later calls reuse the answer. Under the simulator timings mean
     nothing, so the static policy decides. FORCE overrides both.
     """
@@ -91,117 +117,91 @@ def choose(T, N, H, dtype, time_path, which="forward"):
 
 
 def policy_allows(T, N, H, dtype=np.float32):
-    """Shapes the persistent kernel can run at all."""
-    return H <= MAX_H and T >= 2
+    """Shapes the persistent kernels can run at all."""
+    return H <= MAX_H and T >= 2 and (common.simulator() or fits(H, plan(H)[2], dtype))
 
 
 def use_persistent(T, N, H, dtype=np.float32):
-    """Static policy: the persistent kernel for small H and few blocks' worth of rows.
-
-    Not measured on a GPU yet (none available when this was written). The reasoning: per step,
-    the per-step path costs two launches plus a GEMM call (~10-20 us of latency when N, H are
-    small); the persistent kernel costs one serial dot product of length H per gate per thread.
-    Unstaged weights are re-read from L2 by every block every step (4H^2 values), so that case
-    is limited to few blocks.
-    """
+    """Static policy (the simulator; not measured on a GPU yet): small H and few batch rows.
+    Each thread computes a unit's four dot products of length H serially, so the work per
+    block grows with N, while the per-step path's GEMMs spread it over the whole GPU."""
     if FORCE is not None:
         return bool(FORCE)
-    if H > MAX_H or T < 2:
-        return False
-    R = rows_per_block(N, H)
-    blocks = -(-N // R)
-    return blocks <= (128 if staged(H, R, dtype) else 16)
+    return H <= MAX_H and T >= 2 and N <= MAX_N
 
 
-def _builder(dtype, H, stage):
-    """What both kernel builders start from: numba.cuda (also set as this module's `cuda`),
-    `one` of the dtype, the LSTM unit's device functions, the shared-memory element type and
-    the staged weights' shape."""
+def _builder(dtype):
+    """numba.cuda (also set as this module's `cuda`), `one` of the dtype, the LSTM unit's
+    device functions, the shared-memory element type and unit_of as a device function."""
     global cuda
     cu = cuda = common.cuda()
     one = common.activations(dtype)[0]
     return (cu, one, *common.lstm_unit(dtype), common.numba_type(dtype),
-            (4 * H, H) if stage else (1, 1))
+            cu.jit(device=True)(unit_of))
 
 
 @common.kernel_cache
-def _kernel(dtype, H, R, stage):
-    cu, one, unit_forward, _, ty, W_SHAPE = _builder(dtype, H, stage)
-    HS_SHAPE = (2, R, H)
-
-    @cu.jit(device=True)
-    def rec4(W, hs, p, r, j):
-        # Row r of h_{t-1} times rows j, H+j, 2H+j, 3H+j of W_hh. The accumulators start
-        # from one - one: a literal 0 times a float32 is float64 in Numba, which would run
-        # every float32 dot product and gate in double precision.
-        a_i = one - one
-        a_f = a_i
-        a_g = a_i
-        a_o = a_i
-        for m in range(H):
-            hm = hs[p, r, m]
-            a_i += W[j, m] * hm
-            a_f += W[H + j, m] * hm
-            a_g += W[2 * H + j, m] * hm
-            a_o += W[3 * H + j, m] * hm
-        return a_i, a_f, a_g, a_o
+def _kernel(dtype, H, NVB, UB, VPB):
+    cu, one, unit_forward, _, ty, unit_at = _builder(dtype)
+    W_SHAPE = (VPB, 4 * UB, H + 1)  # the 4 gate rows of W_hh of each owned unit
 
     @cu.jit
     def lstm_persistent(gates, b, w_hh, h, c, y, lengths, reverse):
         # Layouts of lstm.py: gates (4H, T, N), h (T+1, N, H), c (T+1, H, N), y (T, N, H).
-        T = y.shape[0]
-        N = y.shape[1]
-        tid = cuda.threadIdx.x
-        nt = cuda.blockDim.x
-        n0 = cuda.blockIdx.x * R
+        T, N = y.shape[0], y.shape[1]
+        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+        blk, nblk = cuda.blockIdx.x, cuda.gridDim.x
         w_s = cuda.shared.array(W_SHAPE, ty)
-        hs = cuda.shared.array(HS_SHAPE, ty)
-        if stage:
-            for k in range(tid, 4 * H * H, nt):
-                w_s[k // H, k % H] = w_hh[k // H, k % H]
-        first = T if reverse else 0
-        for k in range(tid, R * H, nt):
-            j = k // R
-            r = k - j * R
-            if n0 + r < N:
-                hs[0, r, j] = h[first, n0 + r, j]
+        for k in range(tid, VPB * 4 * UB * H, nt):
+            lv, rest = k // (4 * UB * H), k % (4 * UB * H)
+            row, m = rest // H, rest % H  # row = q * UB + u
+            vb, j = unit_at(blk, nblk, lv, row % UB, NVB)
+            if vb < NVB and j < H:
+                w_s[lv, row, m] = w_hh[(row // UB) * H + j, m]
         cuda.syncthreads()
+        g = cuda.cg.this_grid()
         for s in range(T):
             t = T - 1 - s if reverse else s
-            prev = t + 1 if reverse else t
-            cur = t if reverse else t + 1
-            p = s % 2
-            for k in range(tid, R * H, nt):  # units (r, j), r fastest
-                j = k // R
-                r = k - j * R
-                n = n0 + r
-                if n < N:
-                    if t >= lengths[n]:
+            prev, cur = (t + 1, t) if reverse else (t, t + 1)
+            for k in range(tid, VPB * UB * N, nt):  # owned units (lu, n), n fastest
+                lu, n = k // N, k % N
+                lv, u = lu // UB, lu % UB
+                vb, j = unit_at(blk, nblk, lv, u, NVB)
+                if vb < NVB and j < H:
+                    if t >= lengths[n]:  # padding: the state carries over
                         for q in range(4):
                             gates[q * H + j, t, n] = 0
                         c[cur, j, n] = c[prev, j, n]
-                        hv = hs[p, r, j]
+                        h[cur, n, j] = h[prev, n, j]
                         y[t, n, j] = 0
                     else:
-                        if stage:
-                            a_i, a_f, a_g, a_o = rec4(w_s, hs, p, r, j)
-                        else:
-                            a_i, a_f, a_g, a_o = rec4(w_hh, hs, p, r, j)
-                        i_, f_, g_, o_, cv, hv = unit_forward(
-                            gates[j, t, n] + a_i + b[j], gates[H + j, t, n] + a_f + b[H + j],
-                            gates[2 * H + j, t, n] + a_g + b[2 * H + j],
-                            gates[3 * H + j, t, n] + a_o + b[3 * H + j], c[prev, j, n])
+                        a_i = gates[j, t, n] + b[j]
+                        a_f = gates[H + j, t, n] + b[H + j]
+                        a_g = gates[2 * H + j, t, n] + b[2 * H + j]
+                        a_o = gates[3 * H + j, t, n] + b[3 * H + j]
+                        for m in range(H):
+                            hm = h[prev, n, m]
+                            a_i += w_s[lv, u, m] * hm
+                            a_f += w_s[lv, UB + u, m] * hm
+                            a_g += w_s[lv, 2 * UB + u, m] * hm
+                            a_o += w_s[lv, 3 * UB + u, m] * hm
+                        i_, f_, g_, o_, cv, hv = unit_forward(a_i, a_f, a_g, a_o, c[prev, j, n])
                         gates[j, t, n] = i_
                         gates[H + j, t, n] = f_
                         gates[2 * H + j, t, n] = g_
                         gates[3 * H + j, t, n] = o_
                         c[cur, j, n] = cv
+                        h[cur, n, j] = hv
                         y[t, n, j] = hv
-                    h[cur, n, j] = hv
-                    hs[1 - p, r, j] = hv
-            cuda.syncthreads()  # every read of hs[p] is done before step s+1 overwrites it
+            g.sync()  # all of h_t is written before any block reads it
 
     return lstm_persistent
+
+
+def _launch(kernel_builder, dtype, H, N, *args):
+    grid_blocks, nvb, ub, vpb = plan(H)
+    kernel = kernel_builder(np.dtype(dtype), H, nvb, ub, vpb)
+    kernel[grid_blocks, max(1, min(THREADS, vpb * ub * N))](*args)
 
 
 def run(gates, b, w_hh, h, c, y, lengths, reverse):
@@ -213,57 +213,37 @@ def run(gates, b, w_hh, h, c, y, lengths, reverse):
     T, N, H = y.shape
     if H > MAX_H:
         raise ValueError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}")
-    R = rows_per_block(N, H)
-    stage = staged(H, R, gates.dtype)
-    kernel = _kernel(np.dtype(gates.dtype), H, R, stage)
-    threads = min(THREADS, R * H)
-    kernel[-(-N // R), threads](gates, b, xp.ascontiguousarray(w_hh), h, c, y, lengths, bool(reverse))
+    _launch(_kernel, gates.dtype, H, N, gates, b, xp.ascontiguousarray(w_hh), h, c, y, lengths,
+            bool(reverse))
 
 
 @common.kernel_cache
-def _backward_kernel(dtype, H, R, stage):
-    cu, one, _, unit_backward, ty, W_SHAPE = _builder(dtype, H, stage)
-    DH_SHAPE = (R, H)
-    DG_SHAPE = (R, 4 * H + 1)
-
-    @cu.jit(device=True)
-    def column_dot(W, dg_s, r, m):
-        # Column m of W_hh times row r of the step's gate gradients: (W_hh^T dg)[m].
-        acc = one - one  # dtype-typed zero, as in rec4
-        for q in range(4 * H):
-            acc += W[q, m] * dg_s[r, q]
-        return acc
+def _backward_kernel(dtype, H, NVB, UB, VPB):
+    cu, one, _, unit_backward, ty, unit_at = _builder(dtype)
+    W_SHAPE = (VPB, UB, 4 * H + 1)  # column m of W_hh of each owned unit m
 
     @cu.jit
     def lstm_persistent_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse):
         # dgates (4H, T, N) out; dh, dc (H, N): in, the gradients reaching the last state;
         # out, those reaching the initial state. Layouts of lstm.py otherwise.
-        T = dy.shape[0]
-        N = dy.shape[1]
-        tid = cuda.threadIdx.x
-        nt = cuda.blockDim.x
-        n0 = cuda.blockIdx.x * R
+        T, N = dy.shape[0], dy.shape[1]
+        tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+        blk, nblk = cuda.blockIdx.x, cuda.gridDim.x
         w_s = cuda.shared.array(W_SHAPE, ty)
-        dh_s = cuda.shared.array(DH_SHAPE, ty)
-        dg_s = cuda.shared.array(DG_SHAPE, ty)
-        if stage:
-            for k in range(tid, 4 * H * H, nt):
-                w_s[k // H, k % H] = w_hh[k // H, k % H]
-        for k in range(tid, R * H, nt):
-            j = k // R
-            r = k - j * R
-            if n0 + r < N:
-                dh_s[r, j] = dh[j, n0 + r]
+        for k in range(tid, VPB * UB * 4 * H, nt):
+            lu, q = k // (4 * H), k % (4 * H)
+            vb, m = unit_at(blk, nblk, lu // UB, lu % UB, NVB)
+            if vb < NVB and m < H:
+                w_s[lu // UB, lu % UB, q] = w_hh[q, m]
         cuda.syncthreads()
+        g = cuda.cg.this_grid()
         for s in range(T):
             t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
-            prev = t + 1 if reverse else t
-            cur = t if reverse else t + 1
-            for k in range(tid, R * H, nt):  # phase 1: gate gradients of units (r, j)
-                j = k // R
-                r = k - j * R
-                n = n0 + r
-                if n < N:
+            prev, cur = (t + 1, t) if reverse else (t, t + 1)
+            for k in range(tid, VPB * UB * N, nt):  # phase 1: gate gradients of units (j, n)
+                lu, n = k // N, k % N
+                vb, j = unit_at(blk, nblk, lu // UB, lu % UB, NVB)
+                if vb < NVB and j < H:
                     if t >= lengths[n]:  # padding: dh and dc pass through
                         for q in range(4):
                             dgates[q * H + j, t, n] = 0
@@ -271,32 +251,22 @@ def _backward_kernel(dtype, H, R, stage):
                         d_i, d_f, d_g, d_o, dc_prev = unit_backward(
                             gates[j, t, n], gates[H + j, t, n], gates[2 * H + j, t, n],
                             gates[3 * H + j, t, n], c[prev, j, n], c[cur, j, n],
-                            dh_s[r, j] + dy[t, n, j], dc[j, n])
+                            dh[j, n] + dy[t, n, j], dc[j, n])
                         dc[j, n] = dc_prev
                         dgates[j, t, n] = d_i
                         dgates[H + j, t, n] = d_f
                         dgates[2 * H + j, t, n] = d_g
                         dgates[3 * H + j, t, n] = d_o
-                        dg_s[r, j] = d_i
-                        dg_s[r, H + j] = d_f
-                        dg_s[r, 2 * H + j] = d_g
-                        dg_s[r, 3 * H + j] = d_o
-            cuda.syncthreads()
-            for k in range(tid, R * H, nt):  # phase 2: dh_{t-1} of units (r, m)
-                m = k // R
-                r = k - m * R
-                n = n0 + r
-                if n < N and t < lengths[n]:  # padding: dh passes through
-                    if stage:
-                        dh_s[r, m] = column_dot(w_s, dg_s, r, m)
-                    else:
-                        dh_s[r, m] = column_dot(w_hh, dg_s, r, m)
-            cuda.syncthreads()  # dh_s is complete and dg_s free for step s+1
-        for k in range(tid, R * H, nt):
-            j = k // R
-            r = k - j * R
-            if n0 + r < N:
-                dh[j, n0 + r] = dh_s[r, j]
+            g.sync()  # every gate gradient of step t is written
+            for k in range(tid, VPB * UB * N, nt):  # phase 2: dh_{t-1} of units (m, n)
+                lu, n = k // N, k % N
+                lv, u = lu // UB, lu % UB
+                vb, m = unit_at(blk, nblk, lv, u, NVB)
+                if vb < NVB and m < H and t < lengths[n]:
+                    acc = one - one  # dtype-typed zero
+                    for q in range(4 * H):
+                        acc += w_s[lv, u, q] * dgates[q, t, n]
+                    dh[m, n] = acc
 
     return lstm_persistent_backward
 
@@ -308,9 +278,5 @@ def run_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse):
     T, N, H = dy.shape
     if H > MAX_H:
         raise ValueError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}")
-    R = rows_per_block(N, H)
-    stage = staged(H, R, gates.dtype, backward=True)
-    kernel = _backward_kernel(np.dtype(gates.dtype), H, R, stage)
-    threads = min(THREADS, R * H)
-    kernel[-(-N // R), threads](dgates, dh, dc, gates, c, dy, xp.ascontiguousarray(w_hh), lengths,
-                                bool(reverse))
+    _launch(_backward_kernel, gates.dtype, H, N, dgates, dh, dc, gates, c, dy,
+            xp.ascontiguousarray(w_hh), lengths, bool(reverse))
