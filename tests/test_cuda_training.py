@@ -1,9 +1,12 @@
 """--device cuda end to end: a training run, its checkpoint, and `seqtool check`.
 
-Meant for the CUDA simulator pass (tests/test_cuda_simulator_pass.py runs this file with
+Meant for the CUDA simulator passes (tests/test_cuda_simulator_pass.py runs this file with
 NUMBA_ENABLE_CUDASIM=1) and for a real GPU; skipped on a CPU-only run. Under the simulator
-arrays stay NumPy but every recurrent layer runs the CUDA kernels.
+arrays stay NumPy but every recurrent layer runs the CUDA kernels; the second pass adds
+device arrays from a strict stand-in for CuPy (see `device_arrays` below).
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -26,6 +29,19 @@ TEXT = "abcabd cab dab bad cad\n" * 12
 def back_to_cpu():
     yield
     device.use("cpu")
+
+
+@pytest.fixture(autouse=True)
+def device_arrays(monkeypatch):
+    """With SEQTOOL_FAKE_CUPY=1 (and tests/fake_cupy on the path: a strict stand-in for CuPy) the
+    "cuda" arrays are device arrays, as on a GPU, instead of the simulator's NumPy ones: every
+    place where a host array meets a device one raises. test_cuda_simulator_pass.py runs this
+    file both ways."""
+    if os.environ.get("SEQTOOL_FAKE_CUPY") == "1":
+        import cupy
+
+        assert cupy.HOST_MIX  # the stand-in, not a real CuPy
+        monkeypatch.setattr(device, "_simulator", lambda: False)
 
 
 def _train(tmp_path, dev, steps=3):
