@@ -175,8 +175,19 @@ def _task_data(tmp_path, task):
             [audio, ann])
 
 
-@pytest.mark.parametrize("task", ["seq2seq", "genre", "sed"])
-def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkeypatch, task):
+OTHER_TASKS = [
+    ("seq2seq", []),
+    ("seq2seq", ["--cell", "gru", "--attention", "additive", "--input-feeding", "--teacher-forcing", 0.5]),
+    ("genre", []),  # attention pooling
+    ("genre", ["--pool", "last", "--cell", "gru"]),
+    ("genre", ["--pool", "mean"]),
+    ("sed", []),
+    ("sed", ["--cell", "rnn", "--augment"]),
+]
+
+
+@pytest.mark.parametrize("task,options", OTHER_TASKS, ids=lambda v: " ".join(map(str, v)) if isinstance(v, list) else v)
+def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkeypatch, task, options):
     """`train TASK --device cuda` runs its recurrent layers on the CUDA kernels and ends with the
     weights the CPU run reaches; predict and eval on either device print the same numbers."""
     from click.testing import CliRunner
@@ -186,8 +197,10 @@ def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkey
     from seqtool.kernels import cuda as kernels_cuda
 
     calls = []
-    real = kernels_cuda.lstm.lstm_backward
-    monkeypatch.setattr(kernels_cuda.lstm, "lstm_backward", lambda *a: calls.append(1) or real(*a))
+    for cell in ("lstm", "gru", "rnn"):
+        module = getattr(kernels_cuda, cell)
+        for name in (f"{cell}_forward", f"{cell}_backward"):
+            monkeypatch.setattr(module, name, lambda *a, real=getattr(module, name): calls.append(1) or real(*a))
     train_args, data_args = _task_data(tmp_path, task)
     runner = CliRunner()
 
@@ -200,7 +213,7 @@ def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkey
     weights = {}
     for dev in ("cpu", "cuda"):
         model = tmp_path / f"{dev}.st"
-        run("train", task, *train_args, "-o", model, "--hidden", 4, "--layers", 1, "--steps", 2,
+        run("train", task, *train_args, *options, "-o", model, "--hidden", 4, "--layers", 1, "--steps", 2,
             "--val-frac", 0.34, "--seed", 5, "--device", dev, "-q")
         assert bool(calls) == (dev == "cuda")
         weights[dev] = {k: v for k, v in modelfile.load_model(model)[0].items()
@@ -211,11 +224,12 @@ def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkey
 
     model = tmp_path / "cpu.st"
     calls.clear()
-    monkeypatch.setattr(kernels_cuda.lstm, "lstm_forward",
-                        lambda *a, real=kernels_cuda.lstm.lstm_forward: calls.append(1) or real(*a))
     predict_inputs = {"seq2seq": ["-"], "genre": data_args, "sed": [data_args[0] / "r0.wav"]}[task]
     stdin = "x y\nz x\n" if task == "seq2seq" else None
-    for command, args in (("predict", predict_inputs), ("eval", data_args)):
+    commands = [("predict", predict_inputs), ("eval", data_args)]
+    if task == "seq2seq":
+        commands.append(("predict", predict_inputs + ["--beam", 2]))
+    for command, args in commands:
         on_cpu = runner.invoke(cli, [command, str(model), *map(str, args)], input=stdin)
         assert not calls
         on_gpu = runner.invoke(cli, [command, str(model), *map(str, args), "--device", "cuda"], input=stdin)
