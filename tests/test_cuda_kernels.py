@@ -337,6 +337,18 @@ def test_persistent_choice_is_measured_once_per_shape_on_a_gpu(monkeypatch):
     with persistent.forced(False):
         assert persistent.choose(100, 8, 128, np.float32, timings(0.0, 1.0)) is False
 
+    # a persistent launch that fails (a device refusing cooperative launches) counts as slower
+    def refused(on_persistent):
+        timed.append(on_persistent)
+        if on_persistent:
+            raise RuntimeError("cooperative launch refused")
+        return 1.0
+
+    with pytest.warns(RuntimeWarning, match="persistent LSTM kernel unavailable"):
+        assert persistent.choose(100, 4, 64, np.float32, refused) is False
+    assert persistent.choose(100, 4, 64, np.float32, refused) is False  # remembered: not tried again
+    assert len(timed) == 8
+
 
 @needs_sim
 @pytest.mark.parametrize("name,cell,opts", selfcheck.VARIANTS, ids=[v[0] for v in selfcheck.VARIANTS])
