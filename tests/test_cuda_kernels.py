@@ -298,6 +298,19 @@ def test_persistent_plan_on_a_gpu(monkeypatch):
     assert persistent.policy_allows(100, 8, 128, np.float32)
 
 
+def test_forced_persistent_kernel_explains_shapes_it_cannot_take(monkeypatch):
+    monkeypatch.setattr(common, "simulator", lambda: False)
+    monkeypatch.setattr(persistent, "_sm_count", lambda: 20)  # 13 units a block at H=256: > 48 KiB
+
+    def builder(*args):
+        raise AssertionError("no kernel may be built")
+
+    with pytest.raises(SeqtoolError, match="at H=256 needs more than 48 KiB .* use --persistent off"):
+        persistent._launch(builder, np.float32, 256, 8)
+    with pytest.raises(SeqtoolError, match="takes H <= 256, got 300; use --persistent off"):
+        persistent._launch(builder, np.float32, 300, 8)
+
+
 def test_persistent_policy():
     assert persistent.use_persistent(100, 8, 64)  # small H, few rows
     assert not persistent.use_persistent(100, 8, persistent.MAX_H + 1)

@@ -34,6 +34,7 @@ import warnings
 
 import numpy as np
 
+from seqtool.errors import SeqtoolError
 from seqtool.kernels.cuda import common
 
 MAX_H = 256
@@ -206,7 +207,13 @@ def _kernel(dtype, H, NVB, UB, VPB):
 
 
 def _launch(kernel_builder, dtype, H, N, *args):
+    # reached when forced (seqtool bench --persistent on) without choose()'s checks: say why not
+    if H > MAX_H:
+        raise SeqtoolError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}; use --persistent off")
     grid_blocks, nvb, ub, vpb = plan(H)
+    if not common.simulator() and not fits(H, ub, dtype):
+        raise SeqtoolError(f"the persistent LSTM kernel at H={H} needs more than {SMEM_BYTES // 1024} KiB of "
+                           f"shared memory per block on this GPU ({_sm_count()} SMs); use --persistent off")
     kernel = kernel_builder(np.dtype(dtype), H, nvb, ub, vpb)
     kernel[grid_blocks, max(1, min(THREADS, vpb * ub * N))](*args)
 
@@ -218,8 +225,6 @@ def run(gates, b, w_hh, h, c, y, lengths, reverse):
     """
     xp = common.array_module(gates)
     T, N, H = y.shape
-    if H > MAX_H:
-        raise ValueError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}")
     _launch(_kernel, gates.dtype, H, N, gates, b, xp.ascontiguousarray(w_hh), h, c, y, lengths,
             bool(reverse))
 
@@ -283,7 +288,5 @@ def run_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse):
     from the gradients at the last state into those at the initial state, in place."""
     xp = common.array_module(gates)
     T, N, H = dy.shape
-    if H > MAX_H:
-        raise ValueError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}")
     _launch(_backward_kernel, gates.dtype, H, N, dgates, dh, dc, gates, c, dy,
             xp.ascontiguousarray(w_hh), lengths, bool(reverse))
