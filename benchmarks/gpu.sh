@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures (needs an NVIDIA GPU, `pip install -e .[cuda]` and PyTorch with CUDA):
-# the CUDA kernel suite on the real device, then training steps against cuDNN.
+# the kernels checked on the real device, then training steps against cuDNN.
 #   benchmarks/gpu.sh            writes JSON Lines to benchmarks/results/gpu.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +10,10 @@ STEPS=${STEPS:-50}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python -c "import numba, cupy, torch; print('numba', numba.__version__, 'cupy', cupy.__version__, 'torch', torch.__version__, 'cudnn', torch.backends.cudnn.version())"
 
-echo "== 1. the CUDA kernels and --device cuda training on the GPU (no simulator)"
-python -m pytest -q tests/test_cuda_kernels.py tests/test_cuda_training.py
+echo "== 1. on the GPU (no simulator): every kernel variant against the naive reference and float64"
+echo "==    numeric gradients, then --device cuda training, sampling, predict and eval of all four tasks"
+seqtool check --device cuda
+python -m pytest -q -rs tests/test_cuda_training.py  # tests/test_cuda_kernels.py feeds NumPy arrays: simulator only
 
 echo "== 2. LSTM training step T=100 N=64 D=512 H=512 vs cuDNN (target >= 0.5x)"
 seqtool bench --device cuda --cell lstm --seq-len 100 --batch 64 --input-size 512 --hidden 512 \

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool.xp import expit, is_device_array, scatter_add, zeros
+from seqtool.xp import asarray_on, expit, is_device_array, scatter_add, zeros
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "tensor"]
 
@@ -278,14 +278,16 @@ def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
 
 
 def _lift(other, like: Tensor) -> Tensor:
-    """Wrap a non-Tensor operand; constants take a floating Tensor's dtype (no silent upcast)."""
+    """Wrap a non-Tensor operand; constants take a floating Tensor's dtype (no silent upcast)
+    and its device (CuPy refuses even a 0-d NumPy array in arithmetic with its arrays)."""
     if isinstance(other, Tensor):
         return other
     if is_device_array(other):
         return Tensor(other)
-    if like.dtype.kind in "fc":
-        return Tensor(np.asarray(other, dtype=like.dtype))
-    return Tensor(np.asarray(other))
+    dtype = like.dtype if like.dtype.kind in "fc" else None
+    if is_device_array(like.data):
+        return Tensor(asarray_on(other, like=like.data, dtype=dtype))
+    return Tensor(np.asarray(other, dtype=dtype))
 
 
 def _index_data(index):

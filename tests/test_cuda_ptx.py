@@ -6,8 +6,8 @@ in Numba), the cooperative grid sync of the persistent kernels. Here every launc
 drivers make (lstm/gru/rnn, forward and backward, both directions, persistent on and off,
 float32 and float64) is compiled to PTX with the argument types it would get, and not run.
 
-Needs numba-cuda with NVVM and NVRTC (`pip install -e .[cuda]`, which brings them); skipped
-without them and under the simulator.
+Needs numba-cuda with NVVM and NVRTC (`pip install -e .[cuda-compile]`, or `.[cuda]`, which
+brings them too); skipped without them and under the simulator.
 """
 import os
 
@@ -16,7 +16,7 @@ import pytest
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("compiles for a real GPU target: not under the simulator", allow_module_level=True)
-numba_cuda = pytest.importorskip("numba_cuda", reason="numba-cuda (pip install -e .[cuda]) not installed")
+numba_cuda = pytest.importorskip("numba_cuda", reason="numba-cuda (pip install -e .[cuda-compile]) not installed")
 
 import numba  # noqa: E402
 from numba import cuda  # noqa: E402

@@ -123,7 +123,7 @@ class GenreNet(Module):
         scores = self.att_v(F.tanh(self.att_in(y)))  # (T, N, 1)
         scores = scores + (mask - 1.0) * _MASK_NEG  # padded steps get no weight
         weights = F.softmax(scores, axis=0)  # (T, N, 1)
-        return F.sum(y * weights, axis=0), to_host(weights.data[:, :, 0])
+        return F.sum(y * weights, axis=0), weights.data[:, :, 0]  # weights stay on the device
 
 
 def config_of(model: GenreNet, seq_len: int) -> dict:

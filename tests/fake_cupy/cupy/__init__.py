@@ -1,20 +1,25 @@
 """A stand-in for CuPy in tests that have no GPU: NumPy arrays of a subclass whose type lives
 in a module named "cupy" (what seqtool.xp.is_device_array looks at), strict the way CuPy is.
 
-CuPy refuses to mix its arrays with NumPy arrays in one operation, and a CPU (Numba) kernel
-cannot take them; the stand-in raises TypeError in both cases, so that a test run of the
---device cuda array path (with the CUDA kernels in Numba's simulator) finds every place where
-a host array meets a device one. Conversions are explicit, as in CuPy: cupy.asarray(host),
-device.get(). What it cannot catch: np.asarray(device_array) returns a host view here where
-CuPy would raise (NumPy does not ask an ndarray subclass before viewing it).
+CuPy refuses to mix its arrays with NumPy arrays in one operation (0-d ones included, except
+in comparisons), and a CPU (Numba) kernel cannot take them; the stand-in raises TypeError in
+both cases, so that a test run of the --device cuda array path (with the CUDA kernels in
+Numba's simulator) finds the places where a host array meets a device one. Conversions are
+explicit, as in CuPy: cupy.asarray(host), device.get(). What it cannot catch:
+np.asarray(device_array) and host[...] = device_array work on this NumPy subclass where CuPy
+would raise (NumPy does not ask an ndarray subclass before viewing or copying it).
 """
 import numpy as _np
 
 HOST_MIX = "host and device arrays mixed in one operation"
 
 
-def _is_host(a):
-    return type(a) is _np.ndarray and a.ndim > 0
+# CuPy turns a 0-d NumPy array into a scalar only in comparisons; elsewhere it refuses it too
+_COMPARISONS = {_np.equal, _np.not_equal, _np.less, _np.less_equal, _np.greater, _np.greater_equal}
+
+
+def _is_host(a, allow_0d=False):
+    return type(a) is _np.ndarray and (a.ndim > 0 or not allow_0d)
 
 
 def _walk(obj):
@@ -25,9 +30,9 @@ def _walk(obj):
         yield obj
 
 
-def _check(args, kwargs=None):
+def _check(args, kwargs=None, allow_0d=False):
     values = list(_walk(list(args) + list((kwargs or {}).values())))
-    if any(isinstance(v, ndarray) for v in values) and any(_is_host(v) for v in values):
+    if any(isinstance(v, ndarray) for v in values) and any(_is_host(v, allow_0d) for v in values):
         raise TypeError(HOST_MIX)
 
 
@@ -52,7 +57,7 @@ def _host(obj):
 
 class ndarray(_np.ndarray):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        _check(inputs, kwargs)
+        _check(inputs, kwargs, allow_0d=ufunc in _COMPARISONS)
         host_in = _host(inputs)
         out = kwargs.get("out")
         if out is not None:
