@@ -77,13 +77,10 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     check_compare(cfg, compare)
     out.info(f"bench {_shape(cfg)}: {warmup} warm-up + {steps} timed steps"
              + (" (interleaved with PyTorch)" if compare else ""))
-    import contextlib
+    from seqtool.kernels.cuda.persistent import forced
 
-    from seqtool.kernels.cuda import persistent as persistent_kernels
-
-    mode = {"auto": contextlib.nullcontext(), "on": persistent_kernels.forced(True),
-            "off": persistent_kernels.forced(False)}[persistent]
-    with mode, out.progress("steps", total=warmup + steps, transient=True) as bar:
+    with forced({"auto": None, "on": True, "off": False}[persistent]), \
+            out.progress("steps", total=warmup + steps, transient=True) as bar:
         rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device)
     if device == "cuda" and cell == "lstm":
         rec["persistent"] = persistent
