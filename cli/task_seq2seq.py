@@ -140,7 +140,7 @@ def _decode_options(opts):
     return beam, alpha, opts.get("max_len")
 
 
-def _load(model_path, opts, out: Reporter):
+def _load(model_path, opts):
     from seqtool.tasks.seq2seq import load_seq2seq
 
     translator = load_seq2seq(model_path)
@@ -201,7 +201,7 @@ def predict(model_path, inputs, out: Reporter, opts) -> None:
 
     opts.only("seq2seq", ("beam", "length_penalty", "max_len", "show_attention", "attention_png"))
     beam, alpha, max_len = _decode_options(opts)
-    tr = _load(model_path, opts, out)
+    tr = _load(model_path, opts)
     png_dir = opts.get("attention_png")
     want_attention = opts.get("show_attention") or png_dir
     if want_attention and tr.model.attention == "none":
@@ -290,7 +290,7 @@ def evaluate(model_path, data, out: Reporter, opts) -> None:
         raise SeqtoolError("seq2seq eval needs sacrebleu: pip install sacrebleu") from None
     beam, alpha, max_len = _decode_options(opts)
     multi_ref = bool(opts.get("multi_ref"))
-    tr = _load(model_path, opts, out)
+    tr = _load(model_path, opts)
     pairs = read_pairs(data[0], reverse=tr.reverse)
     if pairs.bad_count:
         out.warn(pairs.bad_message())

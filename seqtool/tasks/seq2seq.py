@@ -591,8 +591,9 @@ class Translator:
             seqs = np.concatenate([seqs[parents], tok[:, None]], axis=1)
             if weights is not None:
                 attn = np.concatenate([attn[parents], weights[parents][:, None, :]], axis=1)
-            state = _select_state(state, parents)
-            feed = Tensor(out.data[asarray_on(parents, like=out.data)]) if model.input_feed else None
+            rows = asarray_on(parents, like=out.data)  # on the model's device, once per step
+            state = _select_state(state, rows)
+            feed = Tensor(out.data[rows]) if model.input_feed else None
         finished.sort(key=lambda x: -x[0])
         return finished[0][1]
 
@@ -601,9 +602,9 @@ def _select_state(state, rows):
     picked = []
     for s in state:
         if isinstance(s, tuple):
-            picked.append(tuple(Tensor(x.data[asarray_on(rows, like=x.data)]) for x in s))
+            picked.append(tuple(Tensor(x.data[rows]) for x in s))
         else:
-            picked.append(Tensor(s.data[asarray_on(rows, like=s.data)]))
+            picked.append(Tensor(s.data[rows]))
     return picked
 
 
