@@ -63,8 +63,8 @@ def train_seq2seq(pairs, output, attention, input_feeding, unit, embed, teacher_
     from seqtool.cli.train import check_output, run_training
     from seqtool.data.pairs import read_pairs
     from seqtool.errors import UsageError
-    from seqtool.tasks.seq2seq import (DEFAULTS, Seq2SeqTask, Vocab, build_seq2seq, config_of,
-                                       detokenize, tokenize)
+    from seqtool.tasks.seq2seq import (DEFAULTS, OLDER_FILE_CONFIG, Seq2SeqTask, Vocab, build_seq2seq,
+                                       config_of, detokenize, tokenize)
     from seqtool.train import TrainSettings
 
     out = Reporter(quiet=quiet, json_output=json_output)
@@ -82,11 +82,11 @@ def train_seq2seq(pairs, output, attention, input_feeding, unit, embed, teacher_
     vocab = None
     if resume:
         meta = modelfile.read_meta(resume, expect_task="seq2seq")
-        config, saved = meta.get("config") or {}, meta.get("training") or {}
+        config, saved = {**OLDER_FILE_CONFIG, **(meta.get("config") or {})}, meta.get("training") or {}
         for k, v in given.items():
             if v is not None and config.get(k) != v:
                 raise UsageError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {config.get(k)}")
-        given = {k: config.get(k, True if k == "input_feeding" else None) for k in given}
+        given = {k: config.get(k) for k in given}
         vocab = meta.get("vocab") or {}
         training = {k: saved.get(k) if v is None else v for k, v in training.items()}
         data_opts = {k: (meta.get("data_options") or {}).get(k) if v is None else v

@@ -443,6 +443,27 @@ def test_no_input_feeding_trains_decodes_and_is_kept_for_resume(trained, tmp_pat
     assert r.exit_code == 2 and "--input-feeding True differs from the checkpoint's False" in r.stderr
 
 
+def test_files_from_before_input_feeding_was_an_option_keep_it_on(trained, tmp_path):
+    from seqtool.modelfile import save_model
+    from seqtool.tasks.seq2seq import load_seq2seq
+
+    model = str(tmp_path / "old.model")
+    r = CliRunner().invoke(cli, ["train", "seq2seq", trained["data"], "-o", model, "--steps", "2",
+                                 "--input-feeding", *TINY])
+    assert r.exit_code == 0, r.output
+    arrays, meta = load_model(model)
+    del meta["config"]["input_feeding"]  # as written before the option existed
+    save_model(model, arrays, meta)
+    assert load_seq2seq(model).model.input_feed is True
+    r = CliRunner().invoke(cli, ["train", "seq2seq", trained["data"], "-o", model, "--resume", model,
+                                 "--steps", "3", "--input-feeding", *TINY])
+    assert r.exit_code == 0, r.output  # the checkpoint's implicit setting, not "differs from None"
+    assert load_model(model)[1]["config"]["input_feeding"] is True
+    r = CliRunner().invoke(cli, ["train", "seq2seq", trained["data"], "-o", model, "--resume", model,
+                                 "--steps", "4", "--no-input-feeding", *TINY])
+    assert r.exit_code == 2 and "--input-feeding False differs from the checkpoint's True" in r.stderr
+
+
 def test_resume_continues_exactly(trained, tmp_path):
     args = ["train", "seq2seq", trained["data"], "--teacher-forcing", "0.7", "--attention", "additive",
             "--cell", "gru", "--hidden", "16", "--embed", "8", "--batch", "16", "--dropout", "0.2",

@@ -47,7 +47,7 @@ from seqtool.xp import asarray_on, to_host, zeros
 
 __all__ = [
     "PAD", "UNK", "SOS", "EOS", "SPECIALS", "JOINER", "ATTENTIONS", "DEFAULTS", "Vocab", "tokenize",
-    "detokenize", "Seq2Seq", "Seq2SeqTask", "DotAttention", "AdditiveAttention", "build_seq2seq",
+    "detokenize", "Seq2Seq", "Seq2SeqTask", "DotAttention", "AdditiveAttention", "build_seq2seq", "OLDER_FILE_CONFIG",
     "load_seq2seq", "Translator", "Hypothesis", "LSTMCellFn", "GRUCellFn",
 ]  # fmt: skip
 
@@ -68,6 +68,8 @@ DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 1, "embed": 128, "dropout":
             "min_count": 1, "teacher_forcing": 1.0}
 CONFIG_KEYS = ("cell", "hidden", "layers", "embed", "dropout", "bidirectional", "attention",
                "input_feeding", "unit")
+# Config keys added after the first model files were written, as those files behave.
+OLDER_FILE_CONFIG = {"input_feeding": True}
 _VAL_DECODE = 500  # validation pairs decoded greedily for exact match / BLEU at each validation
 _EVAL_BATCH = 128
 _NEG = -1e30  # masked attention score: exp() underflows to exactly 0
@@ -453,10 +455,11 @@ def config_of(model: Seq2Seq, unit: str) -> dict:
 
 
 def build_seq2seq(config: dict, src_vocab: int, tgt_vocab: int, rng=None) -> Seq2Seq:
+    config = {**OLDER_FILE_CONFIG, **config}
     return Seq2Seq(src_vocab, tgt_vocab, int(config["embed"]), int(config["hidden"]),
                    int(config["layers"]), config["cell"], float(config["dropout"]),
                    bool(config["bidirectional"]), config["attention"],
-                   bool(config.get("input_feeding", True)), rng=rng)  # older files: always on
+                   bool(config["input_feeding"]), rng=rng)
 
 
 # ----------------------------------------------------------------------------- decoding
