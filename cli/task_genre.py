@@ -15,9 +15,8 @@ import sys
 import click
 
 from seqtool.cli.options import Reporter, common_options, train_options
-from seqtool.device import module_to
-from seqtool.device import require as require_device
 from seqtool.cli.train import check_output, run_training
+from seqtool.device import module_to, require as require_device
 
 _FEATURE_KEYS = ("sr", "win_ms", "hop_ms", "n_mels", "fmin", "fmax")
 LR_PATIENCE = 10  # validations without a new best before the lr is halved

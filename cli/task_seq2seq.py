@@ -12,8 +12,7 @@ import sys
 import click
 
 from seqtool.cli.options import Reporter, common_options, train_options
-from seqtool.device import module_to
-from seqtool.device import require as require_device
+from seqtool.device import module_to, require as require_device
 
 SHADES = " \u2591\u2592\u2593\u2588"  # attention weight 0 .. 1 as unicode shade blocks
 _CELL_MAX = 8  # widest column label in the terminal heat-map
