@@ -6,38 +6,52 @@ with a pre-drawn uniform), and the token is fed through every layer. The caller'
 advance when the call returns, so a caller generating in chunks (--stream) carries the state
 from call to call.
 
-Threads: one token's work is too small to start a parallel loop per layer, so each thread
-runs the whole loop over tokens on its own share of the hidden units and of the vocabulary
-(head rows), and the threads meet at a spin barrier (spin.py) after the head and after each
-layer; every thread then picks the same token from the same logits and uniform. The state is
-double-buffered (hbuf[p] is read while hbuf[1 - p] is written), so no thread overwrites units
-another is still reading. Measured on a 2-core Xeon (2 MB L2 per core): a 2 x 256 LSTM reads
-~3.2 MB of weights per token, which one core streams from L3 at ~8k tokens/s; split in two,
-each half stays in its core's L2 (~60 GB/s) and the pair runs at ~36k tokens/s (with the
-weights on 2 MB pages, see seqtool.sampling._on_huge_pages).
+Speed is set by how fast each core reads the weights (a 2 x 256 LSTM reads ~3.2 MB per
+token). Measured on a 2-core Xeon with 2 MB of L2 per core, three choices follow:
+- Threads: one token's work is too small to start a parallel loop per layer, so each thread
+  runs the whole loop over tokens on its own share of the hidden units (and of the head's
+  vocabulary rows), and the threads meet at a spin barrier (spin.py) after the head and after
+  each layer; every thread then picks the same token from the same logits and uniform. Split
+  in two, each half of the weights stays in its core's L2 (one core alone streams them from
+  L3 at ~8k tokens/s). The state is double-buffered: hbuf[p] is read while hbuf[1 - p] is
+  written, so no thread overwrites units another is still reading.
+- One product per hidden vector: h_l(t) is multiplied once, by a panel holding the rows of
+  both of its consumers: W_ih of layer l+1 (for the top layer, the head) and W_hh of layer l,
+  whose product is kept in gh[l] for token t+1. The recurrent products thus leave the phase
+  that waits for the token.
+- Panels are stored transposed, (H, columns), for vector-matrix products that run along
+  memory, and each phase alternates the order of its panels from token to token, so a token
+  starts on what the previous one read last: at ~1.5 MB per core the weights sit at the edge
+  of what L2 keeps, and this order is worth ~8%.
 
-Packed layout: the hidden units are cut into `nblocks` blocks (seqtool.sampling._kernel_weights),
-and the rows of every (G H, .) matrix and (G H,) bias are reordered block by block, each
-block holding its units' gate rows in gate order: [i f g o of block 0][i f g o of block 1]...
-A thread takes a contiguous run of blocks, so its rows are one contiguous slice (one matrix-
-vector product per matrix), and with nthreads = 1 the same arrays serve one thread.
+Packed layout (built by seqtool.sampling._kernel_weights): the hidden units, and the head's
+vocabulary, are cut into `nblocks` blocks; a thread takes a contiguous run of blocks. Gate
+rows are ordered block by block, each block holding its units' rows in gate order:
+[i f g o of block 0][i f g o of block 1]... `panels` holds, for block b and layer l,
+  C(b, l) at offsets[b, l, 0]: (H, G nb) = the block's W_ih rows of layer l+1, transposed;
+           for the top layer (H, V_b) = head rows of the block's vocabulary slice
+  R(b, l) at offsets[b, l, 1]: (H, G' nb) = the block's W_hh rows of layer l, transposed
+           (G' = 2 for the classic GRU: its n rows multiply r * h, known only within the
+           step, so they stay in w_hn)
+With nthreads = 1 the same arrays serve one thread.
 
 Convention: the state passed in has already consumed every token so far (the prime text),
 so there is no "last token" argument; with a zero state and no prime, the first token is
 drawn from softmax(head_b).
 
-Shapes (G = 4 lstm, 3 gru, 1 rnn; L layers; rows packed as above):
+Shapes (G = 4 lstm, 3 gru, 1 rnn; L layers; nb units in a block; rows packed as above):
   x0        (V, D0)         per-token input of layer 0: embeddings (V, E), or, when w_ih0 has
                             no rows, the precomputed products embed @ W_ih0^T (V, GH)
   w_ih0     (GH, E) or (0, 0)  layer 0 input weights
-  w_ih_rest (L-1, GH, H)    input weights of layers 1.. (shape (0, GH, H) when L == 1)
-  w_hh      (L, GH, H)      recurrent weights
+  panels    (P,)            every C and R panel
+  offsets   (nblocks, L, 2) int64
+  w_hn      (L, H, H)       classic GRU: W_hn of each layer, natural unit order; else (0, 0, 0)
   b_ih, b_hh (L, GH)        biases
-  head_w    (V, H), head_b (V,)   (not packed)
+  head_b    (V,)
   h, c      (L, H)          state, in/out, natural unit order (c only matters for the LSTM)
   uniforms  (n,) float64    one U[0, 1) per token (unused with argmax)
   out       (n,) int64      the generated token ids
-cell: 0 lstm, 1 gru, 2 rnn. Matrix-vector products use np.dot (SciPy's BLAS, one thread).
+cell: 0 lstm, 1 gru, 2 rnn. Products use np.dot (SciPy's BLAS, one thread per caller).
 """
 import numpy as np
 from numba import njit, prange
@@ -94,6 +108,50 @@ def _rnn_cell(gx, gh, b_ih, b_hh, h_new, relu):
         h_new[j] = max(v, zero) if relu else tanh_(v)
 
 
+# exp(x) for x <= 0 in float64 without a libm call, so the loop over the vocabulary
+# vectorizes (a libm exp per token of the vocabulary cost ~0.6 us per generated token):
+# x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^13 / 13! (truncation
+# < 2e-16), 2^n written into the exponent bits. Below -708, where 2^n leaves the normal
+# range, the weight is 0: such a token is 1e-307 times less likely than the best one.
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 = _LN2_HI + _LN2_LO; n * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_EXP_FLOOR = -708.0
+_C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (
+    1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+    1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800)  # 1 / k!
+
+
+@njit(cache=True, error_model="numpy")
+def softmax_weights(logits, temperature, threshold, p):
+    """p[v] = exp((logits[v] - max(logits)) / temperature) where logits[v] >= threshold,
+    else 0 (float64)."""
+    m = np.float64(np.max(logits))
+    inv_t = min(1.0 / temperature, 1e300)  # a subnormal temperature must not give inf * 0
+    bits = np.empty(p.shape[0], np.int64)  # 2^n as float64 bit patterns
+    for v in range(p.shape[0]):
+        x = (np.float64(logits[v]) - m) * inv_t
+        keep = x >= _EXP_FLOOR and logits[v] >= threshold
+        x = max(x, _EXP_FLOOR)
+        n = np.floor(x * _LOG2E + 0.5)
+        r = (x - n * _LN2_HI) - n * _LN2_LO
+        q = ((((_C13 * r + _C12) * r + _C11) * r + _C10) * r + _C9) * r + _C8
+        q = ((((((q * r + _C7) * r + _C6) * r + _C5) * r + _C4) * r + _C3) * r + 0.5) * r
+        q = (q + 1.0) * r + 1.0
+        p[v] = q if keep else 0.0
+        bits[v] = (np.int64(n) + 1023) << 52
+    p *= bits.view(np.float64)
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _sum(p):
+    # In any order: a total that rounds below the running sum is caught by `last` in pick.
+    t = 0.0
+    for v in range(p.shape[0]):
+        t += p[v]
+    return t
+
+
 @njit(cache=True, error_model="numpy")
 def pick(logits, temperature, top_k, argmax, u):
     """One token id from logits (V,): argmax, or a draw with uniform u from
@@ -104,12 +162,9 @@ def pick(logits, temperature, top_k, argmax, u):
     thr = -np.inf
     if 0 < top_k < V:
         thr = np.sort(logits)[V - top_k]  # ties with the k-th largest are kept too
-    m = np.max(logits)
     p = np.empty(V, np.float64)
-    total = 0.0
-    for v in range(V):
-        p[v] = np.exp((np.float64(logits[v]) - m) / temperature) if logits[v] >= thr else 0.0
-        total += p[v]
+    softmax_weights(logits, temperature, thr, p)
+    total = _sum(p)
     target = u * total
     acc = 0.0
     last = 0
@@ -123,35 +178,45 @@ def pick(logits, temperature, top_k, argmax, u):
 
 
 @njit(cache=True)
-def _products(l, tok, p, x0, w_ih0, w_ih_rest, w_hh, hbuf, gx, gh, b0, b1, nblocks, classic_gru):
-    """Layer l's input (gx) and recurrent (gh) products for the thread's rows: blocks b0..b1-1
-    of hidden units, rows G*lo..G*hi of the packed matrices. Classic GRU: r and z rows only in
-    gh (its n rows multiply r * h, after a barrier)."""
-    H = hbuf.shape[2]
-    G = w_hh.shape[1] // H
-    lo, hi = block(b0, nblocks, H)[0], block(b1, nblocks, H)[0]
-    r0, r1 = G * lo, G * hi
-    if r1 == r0:
-        return
-    if l > 0:
-        np.dot(w_ih_rest[l - 1, r0:r1], hbuf[1 - p, l - 1], gx[:r1 - r0])
-    elif w_ih0.shape[0] > 0:
-        np.dot(w_ih0[r0:r1], x0[tok], gx[:r1 - r0])
-    else:  # x0 holds embed @ W_ih0^T
-        gx[:r1 - r0] = x0[tok, r0:r1]
-    if not classic_gru:
-        np.dot(w_hh[l, r0:r1], hbuf[p, l], gh[:r1 - r0])
-        return
-    for b in range(b0, b1):
+def _panel(panels, offsets, b, l, which, H, cols):
+    """Panel C (which = 0) or R (which = 1) of block b and layer l, as (H, cols)."""
+    o = offsets[b, l, which]
+    return panels[o:o + H * cols].reshape(H, cols)
+
+
+@njit(cache=True)
+def _phase(l, vec, odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1, nblocks):
+    """The products of h_l (vec) for blocks b0..b1-1: C panels into the next consumer (gx of
+    layer l+1, or the logits with head_b), R panels into gh[l]. On odd tokens the panels run
+    in reverse order (see the header)."""
+    L, H, V = offsets.shape[1], vec.shape[0], logits.shape[0]
+    lo = block(b0, nblocks, H)[0]
+    n = 2 * (b1 - b0)
+    for s in range(n):
+        k = n - 1 - s if odd else s
+        b, which = b0 + k // 2, k % 2
         ulo, uhi = block(b, nblocks, H)
-        nb, g0 = uhi - ulo, G * (ulo - lo)
-        np.dot(w_hh[l, G * ulo:G * ulo + 2 * nb], hbuf[p, l], gh[g0:g0 + 2 * nb])
+        g0 = G * (ulo - lo)  # the block's slice of gx, gh
+        if which == 1:
+            cols = Gr * (uhi - ulo)
+            if cols > 0:
+                np.dot(vec, _panel(panels, offsets, b, l, 1, H, cols), gh[l, g0:g0 + cols])
+        elif l == L - 1:
+            vlo, vhi = block(b, nblocks, V)
+            if vhi > vlo:
+                np.dot(vec, _panel(panels, offsets, b, l, 0, H, vhi - vlo), logits[vlo:vhi])
+                logits[vlo:vhi] += head_b[vlo:vhi]
+        else:
+            cols = G * (uhi - ulo)
+            if cols > 0:
+                np.dot(vec, _panel(panels, offsets, b, l, 0, H, cols), gx[g0:g0 + cols])
 
 
 @njit(cache=True, error_model="numpy")
 def _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh, rh, b0, b1, nblocks):
-    """The gate arithmetic of layer l for each of the thread's blocks. LSTM and RNN write the
-    new state; GRU leaves gates in gx (and classic GRU r * h in the shared rh) for _gru_finish."""
+    """The gate arithmetic of layer l for each of the thread's blocks (gx: input products,
+    gh: recurrent ones). LSTM and RNN write the new state; GRU leaves gates in gx (and classic
+    GRU r * h in the shared rh) for _gru_finish."""
     H = hbuf.shape[2]
     G = b_ih.shape[1] // H
     lo = block(b0, nblocks, H)[0]
@@ -172,7 +237,7 @@ def _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh, rh, b0
 
 
 @njit(cache=True, error_model="numpy")
-def _gru_finish(l, p, reset_after, w_hh, b_ih, b_hh, hbuf, gx, gh, rh, b0, b1, nblocks):
+def _gru_finish(l, p, reset_after, w_hn, b_ih, b_hh, hbuf, gx, gh, rh, b0, b1, nblocks):
     """GRU: classic form's n = tanh(W_in x + b_in + W_hn (r h) + b_hn) (every unit's r h is in
     rh by now), then h' = (1 - z) n + z h for each of the thread's blocks."""
     H = hbuf.shape[2]
@@ -181,47 +246,58 @@ def _gru_finish(l, p, reset_after, w_hh, b_ih, b_hh, hbuf, gx, gh, rh, b0, b1, n
         ulo, uhi = block(b, nblocks, H)
         nb, g0, R0 = uhi - ulo, 3 * (ulo - lo), 3 * ulo
         if not reset_after:
-            np.dot(w_hh[l, R0 + 2 * nb:R0 + 3 * nb], rh, gh[g0 + 2 * nb:g0 + 3 * nb])
+            np.dot(w_hn[l, ulo:uhi], rh, gh[g0 + 2 * nb:g0 + 3 * nb])
             for j in range(2 * nb, 3 * nb):
                 gx[g0 + j] = tanh_(gx[g0 + j] + b_ih[l, R0 + j] + gh[g0 + j] + b_hh[l, R0 + j])
         _gru_update(gx[g0:g0 + 3 * nb], hbuf[p, l, ulo:uhi], hbuf[1 - p, l, ulo:uhi])
 
 
 @njit(cache=True, error_model="numpy")
-def _worker(me, nthreads, nblocks, x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, head_w, head_b, hbuf,
+def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh, head_b, hbuf,
             cbuf, logits, rh, cell, reset_after, relu, temperature, top_k, argmax, uniforms, out,
             counters, limit):
     """Thread `me`'s share of sample_tokens; False if a barrier wait was abandoned."""
     L, H = cbuf.shape
-    b0, b1 = block(me, nthreads, nblocks)  # this thread's blocks of hidden units
-    rows = (w_hh.shape[1] // H) * (block(b1, nblocks, H)[0] - block(b0, nblocks, H)[0])
-    vlo, vhi = block(me, nthreads, head_w.shape[0])  # and its vocabulary rows
-    gx = np.empty(max(rows, 1), hbuf.dtype)  # W_ih x of the thread's rows, then gates
-    gh = np.empty(max(rows, 1), hbuf.dtype)  # W_hh h
+    G = b_ih.shape[1] // H
     classic_gru = cell == GRU and not reset_after
+    Gr = 2 if classic_gru else G  # gate rows in the R panels
+    b0, b1 = block(me, nthreads, nblocks)  # this thread's blocks of hidden units
+    r0, r1 = G * block(b0, nblocks, H)[0], G * block(b1, nblocks, H)[0]
+    gx = np.zeros(max(r1 - r0, 1), hbuf.dtype)  # input products of the thread's rows, then gates
+    gh = np.zeros((L, max(r1 - r0, 1)), hbuf.dtype)  # recurrent products, layer by layer
+    for l in range(L - 1):  # the starting state's W_hh products (the top layer's come below)
+        _phase(l, hbuf[0, l], False, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1,
+               nblocks)
     k = 0  # barriers passed
     for i in range(out.shape[0]):
         p = i & 1  # hbuf[p]: the state before token i; hbuf[1 - p] receives the next one
-        if vhi > vlo:
-            np.dot(head_w[vlo:vhi], hbuf[p, L - 1], logits[vlo:vhi])
-            logits[vlo:vhi] += head_b[vlo:vhi]
+        odd = p == 1
+        _phase(L - 1, hbuf[p, L - 1], odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0,
+               b1, nblocks)
         k += 1
         if not barrier(counters, me, nthreads, k, limit):
             return False
         tok = pick(logits, temperature, top_k, argmax, uniforms[i])
         if me == 0:
             out[i] = tok
+        if w_ih0.shape[0] > 0:
+            if r1 > r0:
+                np.dot(w_ih0[r0:r1], x0[tok], gx[:r1 - r0])
+        else:  # x0 holds embed @ W_ih0^T
+            gx[:r1 - r0] = x0[tok, r0:r1]
         for l in range(L):
-            _products(l, tok, p, x0, w_ih0, w_ih_rest, w_hh, hbuf, gx, gh, b0, b1, nblocks,
-                      classic_gru)
-            _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh, rh, b0, b1,
+            if l > 0:  # layer l's input products, and layer l-1's recurrent ones for token i+1
+                _phase(l - 1, hbuf[1 - p, l - 1], odd, panels, offsets, head_b, logits, gx, gh,
+                       G, Gr, b0, b1, nblocks)
+            _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh[l], rh, b0, b1,
                    nblocks)
             if classic_gru:  # _gru_finish reads every unit's r * h
                 k += 1
                 if not barrier(counters, me, nthreads, k, limit):
                     return False
             if cell == GRU:
-                _gru_finish(l, p, reset_after, w_hh, b_ih, b_hh, hbuf, gx, gh, rh, b0, b1, nblocks)
+                _gru_finish(l, p, reset_after, w_hn, b_ih, b_hh, hbuf, gx, gh[l], rh, b0, b1,
+                            nblocks)
             k += 1
             if not barrier(counters, me, nthreads, k, limit):
                 return False
@@ -229,7 +305,7 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, head_
 
 
 @njit(parallel=True, cache=True)
-def sample_tokens(x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, head_w, head_b, h, c, nblocks, cell,
+def sample_tokens(x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh, head_b, h, c, nblocks, cell,
                   reset_after, relu, temperature, top_k, argmax, uniforms, out, nthreads, limit):
     """Generate out.shape[0] tokens into out with `nthreads` threads (<= nblocks, the packing's
     block count; see the header); h, c (L, H) advance past them. Returns False, with h and c
@@ -240,12 +316,12 @@ def sample_tokens(x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, head_w, head_b, h, c, 
     hbuf = np.empty((2, L, H), h.dtype)
     hbuf[0] = h
     cbuf = c.copy()
-    logits = np.empty(head_w.shape[0], h.dtype)
+    logits = np.empty(head_b.shape[0], h.dtype)
     rh = np.zeros(H, h.dtype)  # classic GRU: r * h of every unit, shared
     counters = np.zeros((nthreads + 1) * STRIDE, np.int64)
     ok = np.zeros(nthreads, np.bool_)
     for me in prange(nthreads):
-        ok[me] = _worker(me, nthreads, nblocks, x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, head_w,
+        ok[me] = _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
                          head_b, hbuf, cbuf, logits, rh, cell, reset_after, relu, temperature,
                          top_k, argmax, uniforms, out, counters, limit)
     if not ok.all():

@@ -230,25 +230,46 @@ def _block_rows(hidden: int, gates: int, nblocks: int) -> np.ndarray:
 
 
 def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
-    """The compiled loop's weight arguments, rows packed for `nblocks` blocks of hidden units
-    (see kernels/sample.py), followed by nblocks."""
-    rnn, L, H = model.rnn, model.layers, model.hidden
+    """The compiled loop's weight arguments, packed for `nblocks` blocks of hidden units (see
+    kernels/sample.py), followed by nblocks."""
+    from seqtool.kernels.blas import block
+
+    rnn, L, H, V = model.rnn, model.layers, model.hidden, model.vocab_size
     G = _GATES[model.cell]
+    classic_gru = model.cell == "gru" and not model.reset_after
     rows = _block_rows(H, G, nblocks)
-    get = lambda name: np.ascontiguousarray(getattr(rnn, name).data[rows], np.float32)  # noqa: E731
-    w_ih0 = get("weight_ih_l0")
-    if model.vocab_size * G * H * 4 <= _TABLE_BYTES:
+    weight = lambda name: getattr(rnn, name).data  # noqa: E731
+    packed = lambda name: np.ascontiguousarray(weight(name)[rows], np.float32)  # noqa: E731
+    w_ih0 = packed("weight_ih_l0")
+    if V * G * H * 4 <= _TABLE_BYTES:
         x0 = np.ascontiguousarray(model.embed @ w_ih0.T)  # (V, GH)
         w_ih0 = np.zeros((0, 0), np.float32)
     else:
         x0 = model.embed
-    rest = [get(f"weight_ih_l{k}") for k in range(1, L)]
-    w_ih_rest = np.stack(rest) if rest else np.zeros((0, G * H, H), np.float32)
-    w_hh = np.stack([get(f"weight_hh_l{k}") for k in range(L)])
-    b_ih = np.stack([get(f"bias_ih_l{k}") for k in range(L)])
-    b_hh = np.stack([get(f"bias_hh_l{k}") for k in range(L)])
-    arrays = _on_huge_pages([x0, w_ih0, w_ih_rest, w_hh, b_ih, b_hh, model.head_w, model.head_b])
-    return (*arrays, nblocks)
+    # Panels, block by block: C(b, l) then R(b, l), each (H, columns), starts 64-byte aligned.
+    pieces, offsets, at = [], np.zeros((nblocks, L, 2), np.int64), 0
+    for b in range(nblocks):
+        lo, hi = block(b, nblocks, H)
+        vlo, vhi = block(b, nblocks, V)
+        gate_rows = lambda gates: [g * H + j for g in range(gates) for j in range(lo, hi)]  # noqa: E731
+        for l in range(L):
+            consumer = (model.head_w[vlo:vhi] if l == L - 1
+                        else weight(f"weight_ih_l{l + 1}")[gate_rows(G)])
+            recurrent = weight(f"weight_hh_l{l}")[gate_rows(2 if classic_gru else G)]
+            for which, rows_of in enumerate((consumer, recurrent)):
+                panel = np.ascontiguousarray(rows_of.T, np.float32).ravel()
+                offsets[b, l, which] = at
+                pad = -panel.size % 16
+                pieces += [panel, np.zeros(pad, np.float32)]
+                at += panel.size + pad
+    panels = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    w_hn = (np.stack([np.ascontiguousarray(weight(f"weight_hh_l{l}")[2 * H:], np.float32)
+                      for l in range(L)]) if classic_gru else np.zeros((0, 0, 0), np.float32))
+    b_ih = np.stack([packed(f"bias_ih_l{k}") for k in range(L)])
+    b_hh = np.stack([packed(f"bias_hh_l{k}") for k in range(L)])
+    x0, w_ih0, panels, w_hn, b_ih, b_hh, head_b = _on_huge_pages(
+        [x0, w_ih0, panels, w_hn, b_ih, b_hh, model.head_b])
+    return x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh, head_b, nblocks
 
 
 _HUGE = 2 << 20

@@ -127,6 +127,41 @@ def test_temperature_sampling_matches_reference_with_same_uniforms(tmp_path, cel
         assert len(set(got)) > 1
 
 
+@pytest.mark.parametrize("threads,blocks", SPLITS)
+@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", False), ("rnn", True)])
+def test_one_layer_sampling_matches_reference(tmp_path, cell, reset_after, threads, blocks):
+    # With one layer the head and the layer's recurrent product share the same phase.
+    m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=1, reset_after=reset_after,
+                                seed=5))
+    u = np.random.default_rng(2).random(70)
+    got, (h, _) = run_kernel(m, "ba", 70, temperature=1.3, uniforms=u, threads=threads,
+                             blocks=blocks)
+    want, (h_ref, _) = ref_generate(m, "ba", 70, temperature=1.3, uniforms=u)
+    assert got == want
+    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
+
+
+def test_softmax_weights_match_exp_to_the_last_bits():
+    from seqtool.kernels.sample import softmax_weights
+
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal(4000) * 60).astype(np.float32)
+    p = np.empty(logits.size)
+    for temperature in (1e-3, 0.7, 1.0, 5.0):
+        softmax_weights(logits, temperature, -np.inf, p)
+        x = (logits.astype(np.float64) - logits.max()) * (1.0 / temperature)  # as the kernel
+        want = np.exp(x)
+        normal = x >= -708
+        assert np.all(np.abs(p[normal] - want[normal]) <= 4e-16 * want[normal])
+        assert np.all(p[~normal] == 0.0)
+        assert p[np.argmax(logits)] == 1.0
+    threshold = np.sort(logits)[-10]
+    softmax_weights(logits, 1.0, threshold, p)
+    assert np.count_nonzero(p) == 10 and np.all(p[logits < threshold] == 0.0)
+    softmax_weights(logits, 5e-324, -np.inf, p)  # 1 / temperature overflows
+    assert p[np.argmax(logits)] == 1.0 and np.count_nonzero(p) == 1
+
+
 @pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", False)])
 def test_threads_that_cannot_run_side_by_side_fall_back_to_one(tmp_path, monkeypatch, cell,
                                                               reset_after):
