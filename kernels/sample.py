@@ -184,23 +184,33 @@ def _panel(panels, offsets, b, l, which, H, cols):
     return panels[o:o + H * cols].reshape(H, cols)
 
 
+# What a phase multiplies (bits of `parts`): C(l) and R(l) by h_l, R(l+1) by h_{l+1} of the
+# previous token.
+_C, _R, _R_NEXT = 1, 2, 4
+
+
 @njit(cache=True)
-def _phase(l, vec, odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1, nblocks):
-    """The products of h_l (vec) for blocks b0..b1-1: C panels into the next consumer (gx of
-    layer l+1, or the logits with head_b), R panels into gh[l]. On odd tokens the panels run
-    in reverse order (see the header)."""
+def _phase(l, vec, parts, vec_next, odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1,
+           nblocks):
+    """One phase's products for blocks b0..b1-1: C(l) @ vec into the next consumer (gx of layer
+    l+1, or the logits plus head_b), R(l) @ vec into gh[l], R(l+1) @ vec_next into gh[l+1],
+    as `parts` asks. On odd tokens the panels run in reverse order (see the header)."""
     L, H, V = offsets.shape[1], vec.shape[0], logits.shape[0]
     lo = block(b0, nblocks, H)[0]
-    n = 2 * (b1 - b0)
+    n = 3 * (b1 - b0)
     for s in range(n):
         k = n - 1 - s if odd else s
-        b, which = b0 + k // 2, k % 2
+        b, item = b0 + k // 3, k % 3
+        if not parts & (1 << item):
+            continue
         ulo, uhi = block(b, nblocks, H)
         g0 = G * (ulo - lo)  # the block's slice of gx, gh
-        if which == 1:
+        if item > 0:  # a recurrent product
             cols = Gr * (uhi - ulo)
+            at = l + item - 1
             if cols > 0:
-                np.dot(vec, _panel(panels, offsets, b, l, 1, H, cols), gh[l, g0:g0 + cols])
+                np.dot(vec if item == 1 else vec_next, _panel(panels, offsets, b, at, 1, H, cols),
+                       gh[at, g0:g0 + cols])
         elif l == L - 1:
             vlo, vhi = block(b, nblocks, V)
             if vhi > vlo:
@@ -265,15 +275,16 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
     r0, r1 = G * block(b0, nblocks, H)[0], G * block(b1, nblocks, H)[0]
     gx = np.zeros(max(r1 - r0, 1), hbuf.dtype)  # input products of the thread's rows, then gates
     gh = np.zeros((L, max(r1 - r0, 1)), hbuf.dtype)  # recurrent products, layer by layer
-    for l in range(L - 1):  # the starting state's W_hh products (the top layer's come below)
-        _phase(l, hbuf[0, l], False, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1,
-               nblocks)
+    for l in range(L - 1):  # the starting state's W_hh products below the top layer
+        _phase(l, hbuf[0, l], _R, hbuf[0, l], False, panels, offsets, head_b, logits, gx, gh, G,
+               Gr, b0, b1, nblocks)
     k = 0  # barriers passed
     for i in range(out.shape[0]):
         p = i & 1  # hbuf[p]: the state before token i; hbuf[1 - p] receives the next one
         odd = p == 1
-        _phase(L - 1, hbuf[p, L - 1], odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0,
-               b1, nblocks)
+        top = hbuf[p, L - 1]  # the head (and with one layer its W_hh) multiplies h_top
+        _phase(L - 1, top, _C | _R if L == 1 else _C, top, odd, panels, offsets, head_b, logits,
+               gx, gh, G, Gr, b0, b1, nblocks)
         k += 1
         if not barrier(counters, me, nthreads, k, limit):
             return False
@@ -286,9 +297,10 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
         else:  # x0 holds embed @ W_ih0^T
             gx[:r1 - r0] = x0[tok, r0:r1]
         for l in range(L):
-            if l > 0:  # layer l's input products, and layer l-1's recurrent ones for token i+1
-                _phase(l - 1, hbuf[1 - p, l - 1], odd, panels, offsets, head_b, logits, gx, gh,
-                       G, Gr, b0, b1, nblocks)
+            if l > 0:  # layer l's input products, layer l-1's recurrent ones for token i+1,
+                # and for the top layer its own recurrent products
+                _phase(l - 1, hbuf[1 - p, l - 1], _C | _R | (_R_NEXT if l == L - 1 else 0),
+                       top, odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1, nblocks)
             _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh[l], rh, b0, b1,
                    nblocks)
             if classic_gru:  # _gru_finish reads every unit's r * h
