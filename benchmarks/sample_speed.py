@@ -1,16 +1,18 @@
 """Generation speed: seqtool's compiled sampling loop vs a PyTorch loop, one character at a time.
 
-    python benchmarks/sample_speed.py [--hidden 256] [--layers 2] [--length 20000]
+    python benchmarks/sample_speed.py [--hidden 256] [--layers 2] [--rounds 5] [--model FILE]
 
-Both run the same 2 x 256 LSTM charlm (random weights, copied into torch.nn modules) and
-sample with temperature 1. seqtool: `seqtool.sampling.generate` (what `seqtool sample`
-runs: the whole loop in one @njit call per 4096 tokens, the hidden units split over
-`seqtool.sampling.sampling_threads()` threads, BLAS pinned to one thread per thread), timed
-after a warm-up call so compilation is not counted; the end-to-end `seqtool sample` command
-(process start, model load, cached compile) is timed separately. PyTorch: embedding ->
-nn.LSTM -> Linear -> softmax -> multinomial per character under torch.no_grad(), with
-torch.set_num_threads(TORCH_THREADS, default 2: faster here than 1, 1,950 vs 1,420 chars/s).
-Needs torch (optional dependency).
+Both run the same LSTM charlm: by default a 2 x 256 one with random weights (embed 64,
+vocab 96), or with --model a trained charlm LSTM file; the weights are copied into
+torch.nn modules, and both sample with temperature 1. seqtool: `seqtool.sampling.generate`
+(what `seqtool sample` runs: the whole loop in one @njit call per 4096 tokens, the hidden units
+split over `seqtool.sampling.sampling_threads()` threads), after a warm-up call so compilation
+is not counted. PyTorch: embedding -> nn.LSTM -> Linear -> softmax -> multinomial per character
+under torch.no_grad(), with torch.set_num_threads(TORCH_THREADS, default 2: faster here than
+1, 1,950 vs 1,420 chars/s). The two alternate for --rounds rounds, so a machine that speeds up
+or slows down during the run moves both; the ratio reported is the median of the rounds'
+ratios. The end-to-end `seqtool sample` command (process start, model load, cached compile) is
+timed once, separately. Needs torch (optional dependency).
 """
 
 from __future__ import annotations
@@ -34,18 +36,18 @@ def build(path, hidden, layers, embed, vocab):
     make_charlm(path, "lstm", layers=layers, hidden=hidden, embed=embed, tokens=tokens, seed=0)
 
 
-def seqtool_rate(path, length):
+def seqtool_runner(path, length):
     from seqtool.sampling import generate, load_charlm, sampling_threads
 
     lm = load_charlm(path)
     print(f"seqtool sampling threads: {sampling_threads(lm)}", file=sys.stderr)
     generate(lm, 100, seed=0)  # compile (or load the cache) outside the timing
-    best = 0.0
-    for rep in range(3):
+
+    def rate(seed):
         t = time.perf_counter()
-        text = generate(lm, length, seed=rep)
-        best = max(best, len(text) / (time.perf_counter() - t))
-    return best
+        text = generate(lm, length, seed=seed)
+        return len(text) / (time.perf_counter() - t)
+    return rate
 
 
 def cli_rate(path, length):
@@ -56,7 +58,7 @@ def cli_rate(path, length):
     return len(out.decode("utf-8")), time.perf_counter() - t
 
 
-def torch_rate(path, length):
+def torch_runner(path, length):
     import torch
 
     from seqtool.modelfile import load_model
@@ -87,12 +89,12 @@ def torch_rate(path, length):
         return out
 
     run(50)  # warm-up
-    best = 0.0
-    for _ in range(2):
+
+    def rate(_round):
         t = time.perf_counter()
         run(length)
-        best = max(best, length / (time.perf_counter() - t))
-    return best
+        return length / (time.perf_counter() - t)
+    return rate
 
 
 def main():
@@ -101,21 +103,38 @@ def main():
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--embed", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=96)
+    ap.add_argument("--model", help="a trained charlm LSTM file instead of random weights")
     ap.add_argument("--length", type=int, default=20000)
     ap.add_argument("--torch-length", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "lm.st")
-        build(path, a.hidden, a.layers, a.embed, a.vocab)
-        ours = seqtool_rate(path, a.length)
+        path = a.model
+        if path is None:
+            path = os.path.join(d, "lm.st")
+            build(path, a.hidden, a.layers, a.embed, a.vocab)
+        ours, theirs = seqtool_runner(path, a.length), torch_runner(path, a.torch_length)
+        rounds = [(ours(seed), theirs(seed)) for seed in range(a.rounds)]
         n, secs = cli_rate(path, a.length)
-        theirs = torch_rate(path, a.torch_length)
-    print(f"LSTM {a.layers} x {a.hidden}, embed {a.embed}, vocab {a.vocab}")
-    print(f"seqtool (compiled loop):      {ours:10.0f} chars/s")
+        from seqtool.modelfile import load_model
+
+        meta = load_model(path, expect_task="charlm")[1]
+    cfg, vocab = meta["config"], len(meta["vocab"]["tokens"])
+    ours_r = np.array([r[0] for r in rounds])
+    theirs_r = np.array([r[1] for r in rounds])
+    ratios = ours_r / theirs_r
+    print(f"{cfg['cell'].upper()} {cfg['layers']} x {cfg['hidden']}, embed {cfg['embed']}, "
+          f"vocab {vocab}, {'trained: ' + a.model if a.model else 'random weights'}")
+    print(f"rounds:                       {a.rounds} (seqtool {a.length} chars, PyTorch "
+          f"{a.torch_length} chars each)")
+    print(f"seqtool (compiled loop):      {np.median(ours_r):10.0f} chars/s median "
+          f"({ours_r.min():.0f}-{ours_r.max():.0f})")
     print(f"seqtool sample (end to end):  {n / secs:10.0f} chars/s ({n} chars in {secs:.2f} s "
           f"incl. start-up)")
-    print(f"PyTorch (per-char loop):      {theirs:10.0f} chars/s")
-    print(f"ratio:                        {ours / theirs:10.1f}x")
+    print(f"PyTorch (per-char loop):      {np.median(theirs_r):10.0f} chars/s median "
+          f"({theirs_r.min():.0f}-{theirs_r.max():.0f})")
+    print(f"ratio:                        {np.median(ratios):10.1f}x median of rounds "
+          f"({ratios.min():.1f}-{ratios.max():.1f}x)")
 
 
 if __name__ == "__main__":

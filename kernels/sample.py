@@ -7,29 +7,32 @@ advance when the call returns, so a caller generating in chunks (--stream) carri
 from call to call.
 
 Speed is set by how fast each core reads the weights (a 2 x 256 LSTM reads ~3.2 MB per
-token). Measured on a 2-core Xeon with 2 MB of L2 per core, three choices follow:
+token). Measured on a 2-core Xeon with 2 MB of L2 per core, four choices follow:
 - Threads: one token's work is too small to start a parallel loop per layer, so each thread
-  runs the whole loop over tokens on its own share of the hidden units (and of the head's
-  vocabulary rows), and the threads meet at a spin barrier (spin.py) after the head and after
-  each layer; every thread then picks the same token from the same logits and uniform. Split
-  in two, each half of the weights stays in its core's L2 (one core alone streams them from
-  L3 at ~8k tokens/s). The state is double-buffered: hbuf[p] is read while hbuf[1 - p] is
-  written, so no thread overwrites units another is still reading.
-- One product per hidden vector: h_l(t) is multiplied once, by a panel holding the rows of
-  both of its consumers: W_ih of layer l+1 (for the top layer, the head) and W_hh of layer l,
-  whose product is kept in gh[l] for token t+1. The recurrent products thus leave the phase
-  that waits for the token.
+  runs the whole loop over tokens on its own share of the hidden units, and the threads meet
+  at a spin barrier (spin.py) after each layer. Split in two, each half of the weights stays
+  in its core's L2 (one core alone streams them from L3 at ~8k tokens/s). The state is
+  double-buffered: hbuf[p] is read while hbuf[1 - p] is written, so no thread overwrites
+  units another is still reading.
+- The head needs no barrier of its own: right after the top layer, each thread multiplies its
+  own units' new state by their head columns (partials), and after the layer's barrier every
+  thread adds up the partials and picks the same token from the same logits and uniform.
+  (+5% measured against vocabulary rows split over threads and a barrier before the pick.)
+- One product per hidden vector below the top: h_l(t) is multiplied once, by the rows of
+  both of its consumers, W_ih of layer l+1 and W_hh of layer l, whose product is kept in
+  gh[l] for token t+1; the top layer's W_hh product joins its own layer's phase. So the
+  products leave the phase that waits for the token, and each layer's phase reads ~1.5 MB.
 - Panels are stored transposed, (H, columns), for vector-matrix products that run along
-  memory, and each phase alternates the order of its panels from token to token, so a token
+  memory, and each phase reverses the order of its panels from token to token, so a token
   starts on what the previous one read last: at ~1.5 MB per core the weights sit at the edge
-  of what L2 keeps, and this order is worth ~8%.
+  of what L2 keeps, and this order is worth 5-8%.
 
-Packed layout (built by seqtool.sampling._kernel_weights): the hidden units, and the head's
-vocabulary, are cut into `nblocks` blocks; a thread takes a contiguous run of blocks. Gate
-rows are ordered block by block, each block holding its units' rows in gate order:
-[i f g o of block 0][i f g o of block 1]... `panels` holds, for block b and layer l,
+Packed layout (built by seqtool.sampling._kernel_weights): the hidden units are cut into
+`nblocks` blocks; a thread takes a contiguous run of blocks. Gate rows are ordered block by
+block, each block holding its units' rows in gate order: [i f g o of block 0][i f g o of
+block 1]... `panels` holds, for block b and layer l,
   C(b, l) at offsets[b, l, 0]: (H, G nb) = the block's W_ih rows of layer l+1, transposed;
-           for the top layer (H, V_b) = head rows of the block's vocabulary slice
+           for the top layer (nb, V) = the head's columns of the block's units, transposed
   R(b, l) at offsets[b, l, 1]: (H, G' nb) = the block's W_hh rows of layer l, transposed
            (G' = 2 for the classic GRU: its n rows multiply r * h, known only within the
            step, so they stay in w_hn)
@@ -178,10 +181,10 @@ def pick(logits, temperature, top_k, argmax, u):
 
 
 @njit(cache=True)
-def _panel(panels, offsets, b, l, which, H, cols):
-    """Panel C (which = 0) or R (which = 1) of block b and layer l, as (H, cols)."""
+def _panel(panels, offsets, b, l, which, rows, cols):
+    """Panel C (which = 0) or R (which = 1) of block b and layer l, as (rows, cols)."""
     o = offsets[b, l, which]
-    return panels[o:o + H * cols].reshape(H, cols)
+    return panels[o:o + rows * cols].reshape(rows, cols)
 
 
 # What a phase multiplies (bits of `parts`): C(l) and R(l) by h_l, R(l+1) by h_{l+1} of the
@@ -190,12 +193,11 @@ _C, _R, _R_NEXT = 1, 2, 4
 
 
 @njit(cache=True)
-def _phase(l, vec, parts, vec_next, odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1,
-           nblocks):
-    """One phase's products for blocks b0..b1-1: C(l) @ vec into the next consumer (gx of layer
-    l+1, or the logits plus head_b), R(l) @ vec into gh[l], R(l+1) @ vec_next into gh[l+1],
-    as `parts` asks. On odd tokens the panels run in reverse order (see the header)."""
-    L, H, V = offsets.shape[1], vec.shape[0], logits.shape[0]
+def _phase(l, vec, parts, vec_next, odd, panels, offsets, gx, gh, G, Gr, b0, b1, nblocks):
+    """One phase's products for blocks b0..b1-1: C(l) @ vec into gx (layer l+1's input
+    products), R(l) @ vec into gh[l], R(l+1) @ vec_next into gh[l+1], as `parts` asks. On odd
+    tokens the panels run in reverse order (see the header)."""
+    H = vec.shape[0]
     lo = block(b0, nblocks, H)[0]
     n = 3 * (b1 - b0)
     for s in range(n):
@@ -205,21 +207,26 @@ def _phase(l, vec, parts, vec_next, odd, panels, offsets, head_b, logits, gx, gh
             continue
         ulo, uhi = block(b, nblocks, H)
         g0 = G * (ulo - lo)  # the block's slice of gx, gh
-        if item > 0:  # a recurrent product
-            cols = Gr * (uhi - ulo)
-            at = l + item - 1
-            if cols > 0:
-                np.dot(vec if item == 1 else vec_next, _panel(panels, offsets, b, at, 1, H, cols),
-                       gh[at, g0:g0 + cols])
-        elif l == L - 1:
-            vlo, vhi = block(b, nblocks, V)
-            if vhi > vlo:
-                np.dot(vec, _panel(panels, offsets, b, l, 0, H, vhi - vlo), logits[vlo:vhi])
-                logits[vlo:vhi] += head_b[vlo:vhi]
+        at = l + max(item - 1, 0)  # the panel's layer
+        cols = (Gr if item > 0 else G) * (uhi - ulo)
+        if cols > 0:
+            np.dot(vec if item < 2 else vec_next,
+                   _panel(panels, offsets, b, at, min(item, 1), H, cols),
+                   gh[at, g0:g0 + cols] if item > 0 else gx[g0:g0 + cols])
+
+
+@njit(cache=True)
+def _head_partials(top, panels, offsets, partial, b0, b1, nblocks):
+    """partial[b] = the head's columns for block b's units times those units of the new top
+    state (each block needs only its own units, so no thread waits for this)."""
+    L, H = offsets.shape[1], top.shape[0]
+    for b in range(b0, b1):
+        ulo, uhi = block(b, nblocks, H)
+        if uhi > ulo:
+            np.dot(top[ulo:uhi], _panel(panels, offsets, b, L - 1, 0, uhi - ulo, partial.shape[1]),
+                   partial[b])
         else:
-            cols = G * (uhi - ulo)
-            if cols > 0:
-                np.dot(vec, _panel(panels, offsets, b, l, 0, H, cols), gx[g0:g0 + cols])
+            partial[b] = 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -264,8 +271,8 @@ def _gru_finish(l, p, reset_after, w_hn, b_ih, b_hh, hbuf, gx, gh, rh, b0, b1, n
 
 @njit(cache=True, error_model="numpy")
 def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh, head_b, hbuf,
-            cbuf, logits, rh, cell, reset_after, relu, temperature, top_k, argmax, uniforms, out,
-            counters, limit):
+            cbuf, partials, rh, cell, reset_after, relu, temperature, top_k, argmax, uniforms,
+            out, counters, limit):
     """Thread `me`'s share of sample_tokens; False if a barrier wait was abandoned."""
     L, H = cbuf.shape
     G = b_ih.shape[1] // H
@@ -275,19 +282,24 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
     r0, r1 = G * block(b0, nblocks, H)[0], G * block(b1, nblocks, H)[0]
     gx = np.zeros(max(r1 - r0, 1), hbuf.dtype)  # input products of the thread's rows, then gates
     gh = np.zeros((L, max(r1 - r0, 1)), hbuf.dtype)  # recurrent products, layer by layer
-    for l in range(L - 1):  # the starting state's W_hh products below the top layer
-        _phase(l, hbuf[0, l], _R, hbuf[0, l], False, panels, offsets, head_b, logits, gx, gh, G,
-               Gr, b0, b1, nblocks)
-    k = 0  # barriers passed
+    logits = np.empty(head_b.shape[0], hbuf.dtype)  # every thread sums its own copy
+    # The starting state: W_hh products below the top layer, the head's partial logits.
+    for l in range(L - 1):
+        _phase(l, hbuf[0, l], _R, hbuf[0, l], False, panels, offsets, gx, gh, G, Gr, b0, b1,
+               nblocks)
+    _head_partials(hbuf[0, L - 1], panels, offsets, partials[0], b0, b1, nblocks)
+    k = 1  # barriers passed
+    if not barrier(counters, me, nthreads, k, limit):
+        return False
     for i in range(out.shape[0]):
         p = i & 1  # hbuf[p]: the state before token i; hbuf[1 - p] receives the next one
         odd = p == 1
-        top = hbuf[p, L - 1]  # the head (and with one layer its W_hh) multiplies h_top
-        _phase(L - 1, top, _C | _R if L == 1 else _C, top, odd, panels, offsets, head_b, logits,
-               gx, gh, G, Gr, b0, b1, nblocks)
-        k += 1
-        if not barrier(counters, me, nthreads, k, limit):
-            return False
+        top = hbuf[p, L - 1]
+        logits[:] = head_b
+        for b in range(nblocks):
+            logits += partials[p, b]
+        if L == 1:  # the only layer's recurrent products (deeper stacks make them earlier)
+            _phase(0, top, _R, top, odd, panels, offsets, gx, gh, G, Gr, b0, b1, nblocks)
         tok = pick(logits, temperature, top_k, argmax, uniforms[i])
         if me == 0:
             out[i] = tok
@@ -300,7 +312,7 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
             if l > 0:  # layer l's input products, layer l-1's recurrent ones for token i+1,
                 # and for the top layer its own recurrent products
                 _phase(l - 1, hbuf[1 - p, l - 1], _C | _R | (_R_NEXT if l == L - 1 else 0),
-                       top, odd, panels, offsets, head_b, logits, gx, gh, G, Gr, b0, b1, nblocks)
+                       top, odd, panels, offsets, gx, gh, G, Gr, b0, b1, nblocks)
             _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh[l], rh, b0, b1,
                    nblocks)
             if classic_gru:  # _gru_finish reads every unit's r * h
@@ -310,6 +322,10 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
             if cell == GRU:
                 _gru_finish(l, p, reset_after, w_hn, b_ih, b_hh, hbuf, gx, gh[l], rh, b0, b1,
                             nblocks)
+            if l == L - 1:  # token i+1's logits, in parts (partials[1 - p]: read while
+                # partials[p] may still be)
+                _head_partials(hbuf[1 - p, L - 1], panels, offsets, partials[1 - p], b0, b1,
+                               nblocks)
             k += 1
             if not barrier(counters, me, nthreads, k, limit):
                 return False
@@ -328,13 +344,13 @@ def sample_tokens(x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh, head_b, h, c, nb
     hbuf = np.empty((2, L, H), h.dtype)
     hbuf[0] = h
     cbuf = c.copy()
-    logits = np.empty(head_b.shape[0], h.dtype)
+    partials = np.empty((2, nblocks, head_b.shape[0]), h.dtype)  # by token parity
     rh = np.zeros(H, h.dtype)  # classic GRU: r * h of every unit, shared
     counters = np.zeros((nthreads + 1) * STRIDE, np.int64)
     ok = np.zeros(nthreads, np.bool_)
     for me in prange(nthreads):
         ok[me] = _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
-                         head_b, hbuf, cbuf, logits, rh, cell, reset_after, relu, temperature,
+                         head_b, hbuf, cbuf, partials, rh, cell, reset_after, relu, temperature,
                          top_k, argmax, uniforms, out, counters, limit)
     if not ok.all():
         return False

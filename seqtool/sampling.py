@@ -246,18 +246,19 @@ def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
         w_ih0 = np.zeros((0, 0), np.float32)
     else:
         x0 = model.embed
-    # Panels, block by block: C(b, l) then R(b, l), each (H, columns), starts 64-byte aligned.
+    # Panels, block by block: C(b, l) then R(b, l) (kernels/sample.py), starts 64-byte aligned.
     pieces, offsets, at = [], np.zeros((nblocks, L, 2), np.int64), 0
     for b in range(nblocks):
         lo, hi = block(b, nblocks, H)
-        vlo, vhi = block(b, nblocks, V)
-        gate_rows = lambda gates: [g * H + j for g in range(gates) for j in range(lo, hi)]  # noqa: E731
+        units = np.arange(lo, hi)
+        rows_in = (np.arange(G)[:, None] * H + units).ravel()  # the block's gate rows
+        rows_hh = rows_in[:2 * len(units)] if classic_gru else rows_in
         for l in range(L):
-            consumer = (model.head_w[vlo:vhi] if l == L - 1
-                        else weight(f"weight_ih_l{l + 1}")[gate_rows(G)])
-            recurrent = weight(f"weight_hh_l{l}")[gate_rows(2 if classic_gru else G)]
-            for which, rows_of in enumerate((consumer, recurrent)):
-                panel = np.ascontiguousarray(rows_of.T, np.float32).ravel()
+            consumer = (model.head_w[:, lo:hi] if l == L - 1
+                        else weight(f"weight_ih_l{l + 1}")[rows_in]).T
+            recurrent = weight(f"weight_hh_l{l}")[rows_hh].T
+            for which, panel in enumerate((consumer, recurrent)):
+                panel = np.ascontiguousarray(panel, np.float32).ravel()
                 offsets[b, l, which] = at
                 pad = -panel.size % 16
                 pieces += [panel, np.zeros(pad, np.float32)]

@@ -1,8 +1,6 @@
 """seqtool.sampling and kernels/sample.py against a slow step-by-step reference that feeds one
 token at a time through the seqtool.nn layers and samples with plain NumPy."""
 
-import codecs
-
 import numba
 import numpy as np
 import pytest
