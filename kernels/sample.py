@@ -49,7 +49,7 @@ Shapes (G = 4 lstm, 3 gru, 1 rnn; L layers; nb units in a block; rows packed as 
   panels    (P,)            every C and R panel
   offsets   (nblocks, L, 2) int64
   w_hn      (L, H, H)       classic GRU: W_hn of each layer, natural unit order; else (0, 0, 0)
-  b_ih, b_hh (L, GH)        biases
+  b_ih, b_hh (L, GH)        biases (LSTM, RNN: b_ih holds b_ih + b_hh, b_hh is unused)
   head_b    (V,)
   h, c      (L, H)          state, in/out, natural unit order (c only matters for the LSTM)
   uniforms  (n,) float64    one U[0, 1) per token (unused with argmax)
@@ -67,19 +67,19 @@ LSTM, GRU, RNN = 0, 1, 2
 
 
 @njit(cache=True, error_model="numpy")
-def _lstm_cell(gx, gh, b_ih, b_hh, h_new, c):
-    # gx = W_ih x, gh = W_hh h of one block's nb units (4 nb,): gates i, f, g, o; b_ih, b_hh
-    # the block's biases. Writes h_new (nb,), updates c (nb,) in place.
+def _lstm_cell(gx, gh, b, h_new, c):
+    # gx = W_ih x, gh = W_hh h of one block's nb units (4 nb,): gates i, f, g, o; b the block's
+    # b_ih + b_hh. Writes h_new (nb,), updates c (nb,) in place, in one pass (gx is not
+    # written back, so layer 0 may pass a row of its table).
     nb = h_new.shape[0]
-    for k in range(4 * nb):
-        gx[k] += gh[k] + b_ih[k] + b_hh[k]
     for j in range(nb):
-        i_ = sigm(gx[j])
-        f_ = sigm(gx[nb + j])
-        g_ = tanh_(gx[2 * nb + j])
-        o_ = sigm(gx[3 * nb + j])
-        c[j] = f_ * c[j] + i_ * g_
-        h_new[j] = o_ * tanh_(c[j])
+        i_ = sigm(gx[j] + gh[j] + b[j])
+        f_ = sigm(gx[nb + j] + gh[nb + j] + b[nb + j])
+        g_ = tanh_(gx[2 * nb + j] + gh[2 * nb + j] + b[2 * nb + j])
+        o_ = sigm(gx[3 * nb + j] + gh[3 * nb + j] + b[3 * nb + j])
+        c_new = f_ * c[j] + i_ * g_
+        c[j] = c_new
+        h_new[j] = o_ * tanh_(c_new)
 
 
 @njit(cache=True, error_model="numpy")
@@ -104,10 +104,10 @@ def _gru_update(gx, h_old, h_new):
 
 
 @njit(cache=True, error_model="numpy")
-def _rnn_cell(gx, gh, b_ih, b_hh, h_new, relu):
+def _rnn_cell(gx, gh, b, h_new, relu):
     zero = unit(h_new) - unit(h_new)
     for j in range(h_new.shape[0]):
-        v = gx[j] + b_ih[j] + gh[j] + b_hh[j]
+        v = gx[j] + gh[j] + b[j]
         h_new[j] = max(v, zero) if relu else tanh_(v)
 
 
@@ -243,9 +243,9 @@ def _cells(l, p, cell, reset_after, relu, b_ih, b_hh, hbuf, cbuf, gx, gh, rh, b0
         R0, R1 = G * ulo, G * uhi  # and of the packed biases
         bi, bh, h_new = b_ih[l, R0:R1], b_hh[l, R0:R1], hbuf[1 - p, l, ulo:uhi]
         if cell == LSTM:
-            _lstm_cell(gx[g0:g1], gh[g0:g1], bi, bh, h_new, cbuf[l, ulo:uhi])
+            _lstm_cell(gx[g0:g1], gh[g0:g1], bi, h_new, cbuf[l, ulo:uhi])
         elif cell == RNN:
-            _rnn_cell(gx[g0:g1], gh[g0:g1], bi, bh, h_new, relu)
+            _rnn_cell(gx[g0:g1], gh[g0:g1], bi, h_new, relu)
         else:
             _gru_gates(gx[g0:g1], gh[g0:g1], bi, bh, uhi - ulo, reset_after)
             if not reset_after:

@@ -268,6 +268,8 @@ def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
                       for l in range(L)]) if classic_gru else np.zeros((0, 0, 0), np.float32))
     b_ih = np.stack([packed(f"bias_ih_l{k}") for k in range(L)])
     b_hh = np.stack([packed(f"bias_hh_l{k}") for k in range(L)])
+    if model.cell != "gru":  # one bias per gate (the GRU's n gate needs b_hn apart)
+        b_ih, b_hh = b_ih + b_hh, np.zeros_like(b_hh)
     x0, w_ih0, panels, w_hn, b_ih, b_hh, head_b = _on_huge_pages(
         [x0, w_ih0, panels, w_hn, b_ih, b_hh, model.head_b])
     return x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh, head_b, nblocks
