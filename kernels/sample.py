@@ -69,8 +69,7 @@ LSTM, GRU, RNN = 0, 1, 2
 @njit(cache=True, error_model="numpy")
 def _lstm_cell(gx, gh, b, h_new, c):
     # gx = W_ih x, gh = W_hh h of one block's nb units (4 nb,): gates i, f, g, o; b the block's
-    # b_ih + b_hh. Writes h_new (nb,), updates c (nb,) in place, in one pass (gx is not
-    # written back, so layer 0 may pass a row of its table).
+    # b_ih + b_hh. Writes h_new (nb,), updates c (nb,) in place, in one pass.
     nb = h_new.shape[0]
     for j in range(nb):
         i_ = sigm(gx[j] + gh[j] + b[j])
