@@ -33,7 +33,8 @@ def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_a
     """Generate text from a charlm model.
 
     MODEL is a charlm model file. Only the text goes to stdout (with --json: one object with the text and timing);
-    messages go to stderr. The same --seed gives the same text.
+    messages go to stderr. The same --seed gives the same text (on the same machine:
+    the rounding of the products depends on its CPU and thread count).
     """
     from seqtool.device import use
     from seqtool.sampling import iter_generate, load_charlm, to_device

@@ -10,7 +10,8 @@ Speed is set by how fast each core reads the weights (a 2 x 256 LSTM reads ~3.2 
 token). Measured on a 2-core Xeon with 2 MB of L2 per core, four choices follow:
 - Threads: one token's work is too small to start a parallel loop per layer, so each thread
   runs the whole loop over tokens on its own share of the hidden units, and the threads meet
-  at a spin barrier (spin.py) after each layer. Split in two, each half of the weights stays
+  at a spin barrier (spin.py) after each layer (and once before the first token; the classic
+  GRU also halfway through each layer, for r * h). Split in two, each half of the weights stays
   in its core's L2 (one core alone streams them from L3 at ~8k tokens/s). The state is
   double-buffered: hbuf[p] is read while hbuf[1 - p] is written, so no thread overwrites
   units another is still reading.
@@ -18,6 +19,8 @@ token). Measured on a 2-core Xeon with 2 MB of L2 per core, four choices follow:
   own units' new state by their head columns (partials), and after the layer's barrier every
   thread adds up the partials and picks the same token from the same logits and uniform.
   (+5% measured against vocabulary rows split over threads and a barrier before the pick.)
+  The logits' rounding thus depends on the block count, i.e. on the thread count: the same
+  seed gives the same text on the same machine with the same threads.
 - One product per hidden vector below the top: h_l(t) is multiplied once, by the rows of
   both of its consumers, W_ih of layer l+1 and W_hh of layer l, whose product is kept in
   gh[l] for token t+1; the top layer's W_hh product joins its own layer's phase. So the
@@ -113,8 +116,8 @@ def _rnn_cell(gx, gh, b, h_new, relu):
 # exp(x) for x <= 0 in float64 without a libm call, so the loop over the vocabulary
 # vectorizes (a libm exp per token of the vocabulary cost ~0.6 us per generated token):
 # x = n ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^13 / 13! (truncation
-# < 2e-16), 2^n written into the exponent bits. Below -708, where 2^n leaves the normal
-# range, the weight is 0: such a token is 1e-307 times less likely than the best one.
+# < 2e-16), 2^n written into the exponent bits. Below -708, where exp(x) turns subnormal, the
+# weight is 0: such a token is at most ~1e-307 times as likely as the best one.
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 = _LN2_HI + _LN2_LO; n * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10
@@ -126,15 +129,15 @@ _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13 = (
 
 @njit(cache=True, error_model="numpy")
 def softmax_weights(logits, temperature, threshold, p):
-    """p[v] = exp((logits[v] - max(logits)) / temperature) where logits[v] >= threshold,
-    else 0 (float64)."""
+    """p[v] = exp((logits[v] - max(logits)) * (1 / temperature)) where logits[v] >= threshold,
+    else 0 (float64; temperature > 0)."""
     m = np.float64(np.max(logits))
     inv_t = min(1.0 / temperature, 1e300)  # a subnormal temperature must not give inf * 0
     bits = np.empty(p.shape[0], np.int64)  # 2^n as float64 bit patterns
     for v in range(p.shape[0]):
         x = (np.float64(logits[v]) - m) * inv_t
         keep = x >= _EXP_FLOOR and logits[v] >= threshold
-        x = max(x, _EXP_FLOOR)
+        x = min(max(x, _EXP_FLOOR), 0.0)  # the exponent bits below assume x <= 0
         n = np.floor(x * _LOG2E + 0.5)
         r = (x - n * _LN2_HI) - n * _LN2_LO
         q = ((((_C13 * r + _C12) * r + _C11) * r + _C10) * r + _C9) * r + _C8
@@ -297,7 +300,8 @@ def _worker(me, nthreads, nblocks, x0, w_ih0, panels, offsets, w_hn, b_ih, b_hh,
         logits[:] = head_b
         for b in range(nblocks):
             logits += partials[p, b]
-        if L == 1:  # the only layer's recurrent products (deeper stacks make them earlier)
+        if L == 1:  # the only layer's recurrent products (in deeper stacks, the lower layers'
+            # come with the next layer's phase of the previous token, the top one's in its own)
             _phase(0, top, _R, top, odd, panels, offsets, gx, gh, G, Gr, b0, b1, nblocks)
         tok = pick(logits, temperature, top_k, argmax, uniforms[i])
         if me == 0:

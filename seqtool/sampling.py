@@ -246,7 +246,8 @@ def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
         w_ih0 = np.zeros((0, 0), np.float32)
     else:
         x0 = model.embed
-    # Panels, block by block: C(b, l) then R(b, l) (kernels/sample.py), starts 64-byte aligned.
+    # Panels, block by block: C(b, l) then R(b, l) (kernels/sample.py), each starting at a
+    # multiple of 16 floats from the first.
     pieces, offsets, at = [], np.zeros((nblocks, L, 2), np.int64), 0
     for b in range(nblocks):
         lo, hi = block(b, nblocks, H)

@@ -110,7 +110,7 @@ def test_argmax_matches_step_by_step_reference(tmp_path, cell, reset_after, nonl
 
 
 @pytest.mark.parametrize("threads,blocks", SPLITS)
-@pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS[:3])
+@pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS)
 @pytest.mark.parametrize("top_k", [0, 4])
 def test_temperature_sampling_matches_reference_with_same_uniforms(tmp_path, cell, reset_after,
                                                                    nonlin, top_k, threads, blocks):
@@ -126,11 +126,13 @@ def test_temperature_sampling_matches_reference_with_same_uniforms(tmp_path, cel
 
 
 @pytest.mark.parametrize("threads,blocks", SPLITS)
-@pytest.mark.parametrize("cell,reset_after", [("lstm", True), ("gru", False), ("rnn", True)])
-def test_one_layer_sampling_matches_reference(tmp_path, cell, reset_after, threads, blocks):
-    # With one layer the head and the layer's recurrent product share the same phase.
+@pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS)
+def test_one_layer_sampling_matches_reference(tmp_path, cell, reset_after, nonlin, threads,
+                                              blocks):
+    # With one layer, its recurrent product is made at the start of each token (deeper
+    # stacks make it a phase earlier) and the head's partial logits right after its cells.
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=1, reset_after=reset_after,
-                                seed=5))
+                                nonlinearity=nonlin, seed=5))
     u = np.random.default_rng(2).random(70)
     got, (h, _) = run_kernel(m, "ba", 70, temperature=1.3, uniforms=u, threads=threads,
                              blocks=blocks)
@@ -139,7 +141,19 @@ def test_one_layer_sampling_matches_reference(tmp_path, cell, reset_after, threa
     np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
 
 
-def test_softmax_weights_match_exp_to_the_last_bits():
+@pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS)
+def test_blocks_without_units_contribute_nothing(tmp_path, cell, reset_after, nonlin):
+    # 5 hidden units in 7 blocks: two blocks own no unit (no rows, no head columns).
+    m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, hidden=5,
+                                reset_after=reset_after, nonlinearity=nonlin, seed=6))
+    u = np.random.default_rng(4).random(40)
+    got, (h, _) = run_kernel(m, "ab", 40, uniforms=u, threads=2, blocks=7)
+    want, (h_ref, _) = ref_generate(m, "ab", 40, uniforms=u)
+    assert got == want
+    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
+
+
+def test_softmax_weights_match_numpy_exp_of_the_same_argument():
     from seqtool.kernels.sample import softmax_weights
 
     rng = np.random.default_rng(0)
@@ -182,14 +196,18 @@ def test_threads_that_cannot_run_side_by_side_fall_back_to_one(tmp_path, monkeyp
     np.testing.assert_array_equal(c2, c1)
 
 
-def test_large_vocabularies_multiply_embeddings_per_token(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS)
+def test_large_vocabularies_multiply_embeddings_per_token(tmp_path, monkeypatch, cell,
+                                                          reset_after, nonlin):
     # Above _TABLE_BYTES, layer 0 multiplies the token's embedding by W_ih0 at each step
     # instead of reading a precomputed row: same tokens as the reference.
     from seqtool import sampling
 
     monkeypatch.setattr(sampling, "_TABLE_BYTES", 0)
-    m = load_charlm(make_charlm(tmp_path / "m.st", "lstm", layers=2, head_scale=3.0, seed=2))
-    assert _kernel_weights(m, 2)[1].shape == (4 * m.hidden, 10)  # W_ih0 is passed
+    m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, head_scale=3.0, seed=2,
+                                reset_after=reset_after, nonlinearity=nonlin))
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    assert _kernel_weights(m, 2)[1].shape == (gates * m.hidden, 10)  # W_ih0 is passed
     got, (h, _) = run_kernel(m, "abc", 60, argmax=True, threads=2, blocks=2)
     want, (h_ref, _) = ref_generate(m, "abc", 60, argmax=True)
     assert got == want
