@@ -217,11 +217,18 @@ def prime(model: CharLM, text: str) -> tuple[np.ndarray, np.ndarray]:
 _TABLE_BYTES = 32 << 20
 
 
+def _block_bounds():
+    """The kernels' block bounds (kernels.blas.block) as plain Python: calling the @njit
+    function from Python would compile it in every process (~0.4 s of each `seqtool sample`)."""
+    from seqtool.kernels.blas import block
+
+    return block.py_func
+
+
 def _block_rows(hidden: int, gates: int, nblocks: int) -> np.ndarray:
     """Row order of the packed layout (kernels/sample.py): block by block, each block's units'
     rows in gate order."""
-    from seqtool.kernels.blas import block
-
+    block = _block_bounds()
     rows = []
     for b in range(nblocks):
         lo, hi = block(b, nblocks, hidden)
@@ -232,8 +239,7 @@ def _block_rows(hidden: int, gates: int, nblocks: int) -> np.ndarray:
 def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
     """The compiled loop's weight arguments, packed for `nblocks` blocks of hidden units (see
     kernels/sample.py), followed by nblocks."""
-    from seqtool.kernels.blas import block
-
+    block = _block_bounds()
     rnn, L, H, V = model.rnn, model.layers, model.hidden, model.vocab_size
     G = _GATES[model.cell]
     classic_gru = model.cell == "gru" and not model.reset_after
