@@ -225,15 +225,17 @@ def _block_bounds():
     return block.py_func
 
 
+def _gate_rows(hidden: int, gates: int, lo: int, hi: int) -> np.ndarray:
+    """The rows of units lo..hi-1 in a (gates * hidden, .) weight, in gate order."""
+    return (np.arange(gates)[:, None] * hidden + np.arange(lo, hi)).ravel()
+
+
 def _block_rows(hidden: int, gates: int, nblocks: int) -> np.ndarray:
     """Row order of the packed layout (kernels/sample.py): block by block, each block's units'
     rows in gate order."""
     block = _block_bounds()
-    rows = []
-    for b in range(nblocks):
-        lo, hi = block(b, nblocks, hidden)
-        rows += [g * hidden + j for g in range(gates) for j in range(lo, hi)]
-    return np.asarray(rows, np.int64)
+    return np.concatenate([_gate_rows(hidden, gates, *block(b, nblocks, hidden))
+                           for b in range(nblocks)])
 
 
 def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
@@ -257,9 +259,8 @@ def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
     pieces, offsets, at = [], np.zeros((nblocks, L, 2), np.int64), 0
     for b in range(nblocks):
         lo, hi = block(b, nblocks, H)
-        units = np.arange(lo, hi)
-        rows_in = (np.arange(G)[:, None] * H + units).ravel()  # the block's gate rows
-        rows_hh = rows_in[:2 * len(units)] if classic_gru else rows_in
+        rows_in = _gate_rows(H, G, lo, hi)
+        rows_hh = _gate_rows(H, 2, lo, hi) if classic_gru else rows_in  # r, z only
         for l in range(L):
             consumer = (model.head_w[:, lo:hi] if l == L - 1
                         else weight(f"weight_ih_l{l + 1}")[rows_in]).T
