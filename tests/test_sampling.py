@@ -85,6 +85,18 @@ def run_kernel(model, prime_text, n, temperature=1.0, top_k=0, argmax=False, uni
     return out.tolist(), (h, c)
 
 
+def assert_matches_reference(model, prime_text, n, threads=1, blocks=None, **sampling):
+    """The kernel's tokens equal the reference's, and the state it carries matches the layers'
+    state after the same tokens; returns the tokens."""
+    got, (h, c) = run_kernel(model, prime_text, n, threads=threads, blocks=blocks, **sampling)
+    want, (h_ref, c_ref) = ref_generate(model, prime_text, n, **sampling)
+    assert got == want
+    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
+    if model.cell == "lstm":
+        np.testing.assert_allclose(c, c_ref[:, 0], atol=2e-5)
+    return got
+
+
 CONFIGS = [("lstm", True, "tanh"), ("gru", True, "tanh"), ("gru", False, "tanh"),
            ("rnn", True, "tanh"), ("rnn", True, "relu")]
 
@@ -100,13 +112,7 @@ def test_argmax_matches_step_by_step_reference(tmp_path, cell, reset_after, nonl
                                                blocks):
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, reset_after=reset_after,
                                 nonlinearity=nonlin, head_scale=3.0))
-    got, (h, c) = run_kernel(m, "abc de", 60, argmax=True, threads=threads, blocks=blocks)
-    want, (h_ref, c_ref) = ref_generate(m, "abc de", 60, argmax=True)
-    assert got == want
-    # the state the kernel carries matches the layers' state after the same tokens
-    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
-    if cell == "lstm":
-        np.testing.assert_allclose(c, c_ref[:, 0], atol=2e-5)
+    assert_matches_reference(m, "abc de", 60, threads, blocks, argmax=True)
 
 
 @pytest.mark.parametrize("threads,blocks", SPLITS)
@@ -117,10 +123,8 @@ def test_temperature_sampling_matches_reference_with_same_uniforms(tmp_path, cel
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=3, reset_after=reset_after,
                                 nonlinearity=nonlin, seed=3))
     u = np.random.default_rng(7).random(80)
-    got, _ = run_kernel(m, "hi", 80, temperature=0.7, top_k=top_k, uniforms=u, threads=threads,
-                        blocks=blocks)
-    want, _ = ref_generate(m, "hi", 80, temperature=0.7, top_k=top_k, uniforms=u)
-    assert got == want
+    got = assert_matches_reference(m, "hi", 80, threads, blocks, temperature=0.7, top_k=top_k,
+                                   uniforms=u)
     if top_k:  # every pick lies among the top k of its step (checked by the reference too)
         assert len(set(got)) > 1
 
@@ -134,11 +138,7 @@ def test_one_layer_sampling_matches_reference(tmp_path, cell, reset_after, nonli
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=1, reset_after=reset_after,
                                 nonlinearity=nonlin, seed=5))
     u = np.random.default_rng(2).random(70)
-    got, (h, _) = run_kernel(m, "ba", 70, temperature=1.3, uniforms=u, threads=threads,
-                             blocks=blocks)
-    want, (h_ref, _) = ref_generate(m, "ba", 70, temperature=1.3, uniforms=u)
-    assert got == want
-    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
+    assert_matches_reference(m, "ba", 70, threads, blocks, temperature=1.3, uniforms=u)
 
 
 @pytest.mark.parametrize("cell,reset_after,nonlin", CONFIGS)
@@ -147,10 +147,7 @@ def test_blocks_without_units_contribute_nothing(tmp_path, cell, reset_after, no
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, hidden=5,
                                 reset_after=reset_after, nonlinearity=nonlin, seed=6))
     u = np.random.default_rng(4).random(40)
-    got, (h, _) = run_kernel(m, "ab", 40, uniforms=u, threads=2, blocks=7)
-    want, (h_ref, _) = ref_generate(m, "ab", 40, uniforms=u)
-    assert got == want
-    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
+    assert_matches_reference(m, "ab", 40, threads=2, blocks=7, uniforms=u)
 
 
 def test_softmax_weights_match_numpy_exp_of_the_same_argument():
@@ -208,10 +205,7 @@ def test_large_vocabularies_multiply_embeddings_per_token(tmp_path, monkeypatch,
                                 reset_after=reset_after, nonlinearity=nonlin))
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     assert _kernel_weights(m, 2)[1].shape == (gates * m.hidden, 10)  # W_ih0 is passed
-    got, (h, _) = run_kernel(m, "abc", 60, argmax=True, threads=2, blocks=2)
-    want, (h_ref, _) = ref_generate(m, "abc", 60, argmax=True)
-    assert got == want
-    np.testing.assert_allclose(h, h_ref[:, 0], atol=2e-5)
+    assert_matches_reference(m, "abc", 60, threads=2, blocks=2, argmax=True)
 
 
 def test_weights_copied_onto_huge_pages_keep_every_value():
@@ -233,9 +227,7 @@ def test_weights_copied_onto_huge_pages_keep_every_value():
 
 def test_one_layer_and_no_prime_start_from_head_bias(tmp_path):
     m = load_charlm(make_charlm(tmp_path / "m.st", "lstm", layers=1, hidden=16, embed=16))
-    got, _ = run_kernel(m, "", 30, argmax=True)
-    want, _ = ref_generate(m, "", 30, argmax=True)
-    assert got == want
+    got = assert_matches_reference(m, "", 30, argmax=True)
     assert got[0] == int(np.argmax(m.head_b))
 
 
