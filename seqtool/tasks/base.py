@@ -1,0 +1,153 @@
+"""What every task shares: the training request, option merging, records and reports.
+
+A task module (seqtool.tasks.charlm, .genre, .seq2seq, .sed) implements the same small protocol::
+
+    NAME                                     the model file's task
+    from_options(request) -> TrainJob        defaults, --resume merging, data, model, settings
+    load(path, device="cpu") -> Predictor    a model file ready to use
+    Predictor.predict(inputs, options, reporter)  -> iterator of Record
+    Predictor.evaluate(data, options, reporter)   -> Report
+
+A Record is one output line (TSV or plain text) and its JSON Lines form; a Report is a block of
+metrics as text and as one JSON object. The CLI only chooses which form to print.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from seqtool.errors import UsageError
+
+__all__ = ["Record", "Report", "TrainRequest", "TrainJob", "TaskOptions", "merge_given",
+           "fill_defaults", "stored_or_given", "validation_interval", "train_settings",
+           "check_given_match"]
+
+# Options that stop or checkpoint a run: never stored with the architecture, never merged.
+STOP_KEYS = ("epochs", "steps", "time_budget", "patience", "checkpoint_every")
+TRAINING_KEYS = ("optimizer", "lr", "clip_norm")
+
+
+@dataclass
+class Record:
+    """One prediction: ``text`` is the printed line, ``data`` the JSON Lines object."""
+
+    data: dict
+    text: str
+
+
+@dataclass
+class Report:
+    """Evaluation metrics: ``text`` for a person, ``data`` for --json."""
+
+    data: dict
+    text: str
+
+
+class TaskOptions(dict):
+    """The predict/eval options a user gave (name -> value); a task rejects the ones it ignores."""
+
+    def only(self, task: str, allowed: tuple[str, ...] = ()) -> "TaskOptions":
+        extra = [k for k in self if k not in allowed]
+        if extra:
+            raise UsageError(f"--{extra[0].replace('_', '-')} does not apply to {task} models")
+        return self
+
+    @classmethod
+    def given(cls, **values) -> "TaskOptions":
+        """Only the options given (not None, not an unset flag or empty multiple)."""
+        return cls({k: v for k, v in values.items() if v not in (None, False, ())})
+
+
+@dataclass
+class TrainRequest:
+    """What a user asked of ``seqtool train TASK``: every option a task may read, None when not
+    given. ``data`` holds the positional inputs (paths or '-'), ``options`` the task's own."""
+
+    data: tuple
+    output: str
+    options: dict = field(default_factory=dict)
+    resume: str | None = None
+    seed: int | None = None
+    device: str = "cpu"
+    reporter: Any = None
+
+    def get(self, key: str, default=None):
+        value = self.options.get(key)
+        return default if value is None else value
+
+    def given(self, keys) -> dict:
+        """{key: value or None} for ``keys``."""
+        return {k: self.options.get(k) for k in keys}
+
+    def stopping(self) -> dict:
+        return {k: self.options.get(k) for k in STOP_KEYS}
+
+
+def check_given_match(given: dict, stored: dict, what: str = "the checkpoint's") -> None:
+    """A given option that differs from the stored value is a usage error (architecture, data)."""
+    for key, value in given.items():
+        if value is not None and stored.get(key) != value:
+            raise UsageError(f"--{key.replace('_', '-')} {value} differs from {what} {stored.get(key)}")
+
+
+def merge_given(given: dict, stored: dict) -> dict:
+    """Architecture on --resume: options must match the checkpoint, which then supplies them all."""
+    check_given_match(given, stored)
+    return {k: stored.get(k) for k in given}
+
+
+def stored_or_given(given: dict, stored: dict) -> dict:
+    """Training and data options on --resume: a given one wins, else the checkpoint's."""
+    return {k: stored.get(k) if v is None else v for k, v in given.items()}
+
+
+def fill_defaults(values: dict, defaults: dict) -> dict:
+    """Options not given (None) take the task's default."""
+    return {k: defaults.get(k) if v is None else v for k, v in values.items()}
+
+
+def validation_interval(batches_per_epoch: int, per_epoch: int, lowest: int, highest: int = 500) -> int:
+    """Steps between validations: ``per_epoch`` a pass over the data, within [lowest, highest]."""
+    return int(min(highest, max(lowest, batches_per_epoch // per_epoch)))
+
+
+def train_settings(request: TrainRequest, training: dict, val_every: int, default_epochs: int,
+                   **extra):
+    """TrainSettings from the merged training options and the request's stopping rules; without a
+    stopping rule a task trains for ``default_epochs``."""
+    from seqtool.train import TrainSettings
+
+    stop = request.stopping()
+    if stop["epochs"] is None and stop["steps"] is None and stop["time_budget"] is None:
+        stop["epochs"] = default_epochs
+    return TrainSettings(optimizer=training["optimizer"], lr=training["lr"],
+                         clip_norm=training["clip_norm"], val_every=val_every, **stop, **extra)
+
+
+@dataclass
+class TrainJob:
+    """A task ready to train: run() trains through the shared Trainer and returns its summary."""
+
+    task: Any
+    settings: Any
+    rng: np.random.Generator
+    request: TrainRequest
+
+    def run(self) -> dict:
+        from seqtool.train import NullReporter, Trainer
+
+        r = self.request
+        reporter = r.reporter or NullReporter()
+        trainer = Trainer(self.task, r.output, self.settings, rng=self.rng, reporter=reporter,
+                          resume=r.resume, device=r.device)
+        n = sum(p.size for p in trainer.params)
+        reporter.info(f"training {self.task.name}: {n:,} parameters -> {r.output}")
+        return trainer.run()
+
+
+def finite_or_none(x: float):
+    return x if math.isfinite(x) else None
