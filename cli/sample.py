@@ -37,13 +37,14 @@ def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_a
     the rounding of the products depends on its CPU and thread count).
     """
     from seqtool.device import use
-    from seqtool.sampling import iter_generate, load_charlm, to_device
+    from seqtool.tasks.charlm import load
+    from seqtool.tasks.charlm.sampler import iter_generate
 
     out = Reporter(quiet=quiet, json_output=json_output)
     use(device)  # one-line error without a GPU
     # On a GPU each token is one step of kernel launches plus a copy of the logits; the
     # compiled CPU loop is faster for one stream, but the choice is the user's.
-    lm = to_device(load_charlm(model), device)
+    lm = load(model, device)
     chunk = STREAM_CHUNK if (stream or stop_at) else BATCH_CHUNK
     pieces = iter_generate(lm, length, temperature, prime_text, top_k, argmax, seed,
                            stop_at or None, chunk=chunk)

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from seqtool.cli.main import cli
 from seqtool.modelfile import save_model
-from seqtool.sampling import generate, load_charlm, text_loss
+from seqtool.tasks.charlm import load as load_charlm
+from seqtool.tasks.charlm.sampler import generate, text_loss
 from test_sampling import make_charlm
 
 

@@ -46,7 +46,8 @@ def device_arrays(monkeypatch):
 
 def _train(tmp_path, dev, steps=3):
     from seqtool.data.text import load_corpus
-    from seqtool.tasks.charlm import CharLMTask, build_charlm
+    from seqtool.tasks.charlm.model import build_charlm
+    from seqtool.tasks.charlm.training import CharLMTask
     from seqtool.train import Trainer, TrainSettings
 
     path = tmp_path / "t.txt"
@@ -86,7 +87,8 @@ def test_training_on_cuda_matches_cpu(tmp_path, monkeypatch):
     for k, w in cpu_weights.items():
         np.testing.assert_allclose(gpu_weights[k], w, rtol=1e-4, atol=1e-6, err_msg=k)
     # the file is device-neutral: it loads as plain NumPy and scores text on the CPU
-    from seqtool.sampling import load_charlm, text_loss
+    from seqtool.tasks.charlm import load as load_charlm
+    from seqtool.tasks.charlm.sampler import text_loss
 
     loss, n = text_loss(load_charlm(str(out)), "abcab dab\n")
     assert n == 9 and np.isfinite(loss)

@@ -15,16 +15,17 @@ metrics as text and as one JSON object. The CLI only chooses which form to print
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from seqtool.errors import UsageError
+from seqtool.errors import SeqtoolError, UsageError
 
 __all__ = ["Record", "Report", "TrainRequest", "TrainJob", "TaskOptions", "merge_given",
            "fill_defaults", "stored_or_given", "validation_interval", "train_settings",
-           "check_given_match"]
+           "check_given_match", "check_output", "reporter_of"]
 
 # Options that stop or checkpoint a run: never stored with the architecture, never merged.
 STOP_KEYS = ("epochs", "steps", "time_budget", "patience", "checkpoint_every")
@@ -87,6 +88,26 @@ class TrainRequest:
         return {k: self.options.get(k) for k in STOP_KEYS}
 
 
+def check_output(path: str) -> None:
+    """Fail before any training when the model could not be written at the end."""
+    directory = os.path.dirname(os.path.abspath(path))
+    shown = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise SeqtoolError(f"cannot write {path}: directory {shown} does not exist")
+    if os.path.isdir(path):
+        raise SeqtoolError(f"cannot write {path}: it is a directory")
+    if not os.access(directory, os.W_OK):
+        raise SeqtoolError(f"cannot write {path}: permission denied")
+
+
+def reporter_of(request_or_reporter):
+    """The reporter given, or one that says nothing (Python users need not pass one)."""
+    from seqtool.train import NullReporter
+
+    reporter = getattr(request_or_reporter, "reporter", request_or_reporter)
+    return reporter if reporter is not None else NullReporter()
+
+
 def check_given_match(given: dict, stored: dict, what: str = "the checkpoint's") -> None:
     """A given option that differs from the stored value is a usage error (architecture, data)."""
     for key, value in given.items():
@@ -138,10 +159,10 @@ class TrainJob:
     request: TrainRequest
 
     def run(self) -> dict:
-        from seqtool.train import NullReporter, Trainer
+        from seqtool.train import Trainer
 
         r = self.request
-        reporter = r.reporter or NullReporter()
+        reporter = reporter_of(r)
         trainer = Trainer(self.task, r.output, self.settings, rng=self.rng, reporter=reporter,
                           resume=r.resume, device=r.device)
         n = sum(p.size for p in trainer.params)

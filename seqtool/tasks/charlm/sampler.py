@@ -1,13 +1,8 @@
-"""Using a trained charlm: load it, prime it, generate text, score text.
+"""Using a trained charlm: prime it, generate text, score text.
 
-    model = load_charlm("lm.st")
-    text = generate(model, 500, temperature=0.8, prime_text="The ", seed=1)
-    loss, n = text_loss(model, "some text")          # nats per token, tokens scored
-
-Model-file contract (task "charlm"): arrays embed.weight (V, E); rnn.weight_ih_l{k},
-rnn.weight_hh_l{k}, rnn.bias_ih_l{k}, rnn.bias_hh_l{k} (PyTorch layouts, unidirectional);
-head.weight (V, H), head.bias (V,); meta["config"] with cell, hidden, layers, embed,
-reset_after, nonlinearity; meta["vocab"] = {"unit": "char"|"byte"|"word", "tokens": [...]}.
+    lm = seqtool.tasks.charlm.load("lm.st")
+    text = generate(lm, 500, temperature=0.8, prime_text="The ", seed=1)
+    loss, n = text_loss(lm, "some text")          # nats per token, tokens scored
 
 Priming and scoring run the seqtool.nn layers (the training code's forward); generation runs
 the compiled loop in seqtool.kernels.sample, carrying the same state. Tokens: char = one
@@ -19,8 +14,7 @@ joined with single spaces).
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -28,113 +22,20 @@ from seqtool.device import cuda_kernels_for_host_arrays
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.xp import arange, asarray_on, is_device_array, to_host
 
-__all__ = ["CharLM", "load_charlm", "encode", "prime", "iter_generate", "generate", "text_loss"]
+if TYPE_CHECKING:
+    from seqtool.tasks.charlm import Predictor
+
+__all__ = ["encode", "prime", "iter_generate", "generate", "text_loss", "GATES"]
 
 _CELLS = {"lstm": 0, "gru": 1, "rnn": 2}
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-_UNITS = ("char", "byte", "word")
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 _SHOW_UNKNOWN = 10
-
-
-@dataclass
-class CharLM:
-    """A loaded charlm: the numpy weights, the seqtool.nn recurrent module and the vocabulary."""
-
-    path: str
-    cell: str
-    layers: int
-    hidden: int
-    reset_after: bool
-    relu: bool
-    unit: str
-    tokens: list
-    embed: np.ndarray  # (V, E)
-    head_w: np.ndarray  # (V, H)
-    head_b: np.ndarray  # (V,)
-    rnn: object  # seqtool.nn.LSTM / GRU / RNN, eval mode
-    index: dict = field(default_factory=dict)  # token -> id
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokens)
-
-    def zero_state(self) -> tuple[np.ndarray, np.ndarray]:
-        z = np.zeros((self.layers, self.hidden), np.float32)
-        return z, z.copy()
-
-
-def _corrupt(path: str, what: str) -> SeqtoolError:
-    return SeqtoolError(f"{path} is not a usable charlm model: {what}")
-
-
-def from_arrays(arrays: dict, meta: dict, path: str = "<model>") -> CharLM:
-    """Build a CharLM from a model file's arrays and metadata, checking every shape."""
-    from seqtool import nn
-
-    cfg = meta.get("config") or {}
-    vocab = meta.get("vocab") or {}
-    cell = cfg.get("cell")
-    if cell not in _CELLS:
-        raise _corrupt(path, f"unknown cell {cell!r}")
-    unit = vocab.get("unit", "char")
-    tokens = vocab.get("tokens")
-    if unit not in _UNITS or not isinstance(tokens, list) or not tokens:
-        raise _corrupt(path, "missing or invalid vocabulary")
-    if unit == "byte":
-        if not all(isinstance(t, int) and 0 <= t <= 255 for t in tokens):
-            raise _corrupt(path, "byte vocabulary entries must be integers 0-255")
-    elif not all(isinstance(t, str) for t in tokens):
-        raise _corrupt(path, f"{unit} vocabulary entries must be strings")
-    try:
-        L, H = int(cfg["layers"]), int(cfg["hidden"])
-    except (KeyError, TypeError, ValueError):
-        raise _corrupt(path, "config lacks layers/hidden") from None
-    need = ["embed.weight", "head.weight", "head.bias"] + [
-        f"rnn.{p}_l{k}" for k in range(L) for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-    missing = [n for n in need if n not in arrays]
-    if missing:
-        raise _corrupt(path, f"missing arrays {', '.join(missing[:4])}")
-    V, G = len(tokens), _GATES[cell]
-    embed = np.ascontiguousarray(arrays["embed.weight"], np.float32)
-    head_w = np.ascontiguousarray(arrays["head.weight"], np.float32)
-    head_b = np.ascontiguousarray(arrays["head.bias"], np.float32)
-    if embed.ndim != 2 or embed.shape[0] != V or head_w.shape != (V, H) or head_b.shape != (V,):
-        raise _corrupt(path, f"embedding/head shapes do not match {V} tokens and hidden size {H}")
-    E = embed.shape[1]
-    for k in range(L):
-        shapes = {"weight_ih": (G * H, E if k == 0 else H), "weight_hh": (G * H, H),
-                  "bias_ih": (G * H,), "bias_hh": (G * H,)}
-        for p, shape in shapes.items():
-            if arrays[f"rnn.{p}_l{k}"].shape != shape:
-                raise _corrupt(path, f"rnn.{p}_l{k} has shape {arrays[f'rnn.{p}_l{k}'].shape}, "
-                                     f"expected {shape}")
-    reset_after = bool(cfg.get("reset_after", True))
-    nonlin = cfg.get("nonlinearity") or "tanh"
-    if nonlin not in ("tanh", "relu"):
-        raise _corrupt(path, f"unknown nonlinearity {nonlin!r}")
-    module = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
-    rnn = module(E, H, num_layers=L, nonlinearity=nonlin, reset_after=reset_after,
-                 rng=np.random.default_rng(0))
-    rnn.load_state_dict({name[len("rnn."):]: np.asarray(a, np.float32)
-                         for name, a in arrays.items() if name.startswith("rnn.")})
-    rnn.eval()
-    index = {t: i for i, t in enumerate(tokens)}
-    return CharLM(path, cell, L, H, reset_after, nonlin == "relu", unit, tokens, embed, head_w,
-                  head_b, rnn, index)
-
-
-def load_charlm(path) -> CharLM:
-    """Load a charlm model file; wrong task, truncated or tampered files raise SeqtoolError."""
-    from seqtool.modelfile import load_model
-
-    arrays, meta = load_model(path, expect_task="charlm")
-    return from_arrays(arrays, meta, str(path))
 
 
 # ----------------------------------------------------------------------------- tokens
 
 
-def _split(model: CharLM, text: str) -> list:
+def _split(model: Predictor, text: str) -> list:
     if model.unit == "byte":
         return list(text.encode("utf-8", errors="surrogateescape"))
     if model.unit == "word":
@@ -142,7 +43,7 @@ def _split(model: CharLM, text: str) -> list:
     return list(text)
 
 
-def encode(model: CharLM, text: str, what: str = "text") -> np.ndarray:
+def encode(model: Predictor, text: str, what: str = "text") -> np.ndarray:
     """Token ids (n,) int64 of ``text``; tokens the vocabulary lacks raise one SeqtoolError."""
     pieces = _split(model, text)
     ids = [model.index.get(p, -1) for p in pieces]
@@ -161,7 +62,7 @@ class _Detokenizer:
     incomplete multi-byte sequence is held back until it completes; invalid bytes, and an
     incomplete tail at the end, become U+FFFD."""
 
-    def __init__(self, model: CharLM, after_prime: bool):
+    def __init__(self, model: Predictor, after_prime: bool):
         self.unit = model.unit
         self.tokens = model.tokens
         self.sep = after_prime  # word unit: a space before the first word after a prime
@@ -187,7 +88,7 @@ class _Detokenizer:
 # ----------------------------------------------------------------------------- forward
 
 
-def _forward(model: CharLM, ids: np.ndarray, state=None, lengths=None):
+def _forward(model: Predictor, ids: np.ndarray, state=None, lengths=None):
     """Run (T, N) ids through the recurrent layers: returns top outputs (T, N, H) and the state
     ((L, N, H) h and c; c is None for gru/rnn)."""
     from seqtool.autograd import no_grad
@@ -201,7 +102,7 @@ def _forward(model: CharLM, ids: np.ndarray, state=None, lengths=None):
         return y.data, (h.data, None)
 
 
-def prime(model: CharLM, text: str) -> tuple[np.ndarray, np.ndarray]:
+def prime(model: Predictor, text: str) -> tuple[np.ndarray, np.ndarray]:
     """The state (h, c), each (L, H) float32, after the network has read ``text``."""
     h, c = model.zero_state()
     ids = encode(model, text, "--prime") if text else np.zeros(0, np.int64)
@@ -238,12 +139,12 @@ def _block_rows(hidden: int, gates: int, nblocks: int) -> np.ndarray:
                            for b in range(nblocks)])
 
 
-def _kernel_weights(model: CharLM, nblocks: int = 1) -> tuple:
+def _kernel_weights(model: Predictor, nblocks: int = 1) -> tuple:
     """The compiled loop's weight arguments, packed for `nblocks` blocks of hidden units (see
     kernels/sample.py), followed by nblocks."""
     block = _block_bounds()
     rnn, L, H, V = model.rnn, model.layers, model.hidden, model.vocab_size
-    G = _GATES[model.cell]
+    G = GATES[model.cell]
     classic_gru = model.cell == "gru" and not model.reset_after
     rows = _block_rows(H, G, nblocks)
     weight = lambda name: getattr(rnn, name).data  # noqa: E731
@@ -320,7 +221,7 @@ def _on_huge_pages(arrays: list) -> list:
 _SPIN_LIMIT = 1 << 24
 
 
-def sampling_threads(model: CharLM) -> int:
+def sampling_threads(model: Predictor) -> int:
     """Threads for the compiled sampling loop: one per 64 hidden units, at most Numba's count
     and the CPUs this process may run on (two spinning threads sharing a core would each wait
     a scheduler time slice at every barrier)."""
@@ -332,7 +233,7 @@ def sampling_threads(model: CharLM) -> int:
     return max(1, min(num_threads(), cpus, model.hidden // 64))
 
 
-def run_sampler(model: CharLM, weights: tuple, h, c, temperature, top_k, argmax, uniforms, out,
+def run_sampler(model: Predictor, weights: tuple, h, c, temperature, top_k, argmax, uniforms, out,
                 threads: int) -> int:
     """Fill `out` with tokens from the compiled loop, advancing h and c (L, H) in place;
     `weights` from _kernel_weights (threads beyond its block count are not used). Returns the
@@ -348,19 +249,7 @@ def run_sampler(model: CharLM, weights: tuple, h, c, temperature, top_k, argmax,
     return 1
 
 
-def to_device(model: CharLM, device: str) -> CharLM:
-    """`model` with its weights on `device` (a copy for "cuda"; the same object for "cpu")."""
-    if device == "cpu":
-        return model
-    from dataclasses import replace
-
-    from seqtool.device import module_to, put
-
-    return replace(model, embed=put(model.embed, device), head_w=put(model.head_w, device),
-                   head_b=put(model.head_b, device), rnn=module_to(model.rnn, device))
-
-
-def _device_tokens(model: CharLM, h, c, temperature, top_k, argmax, uniforms, out) -> None:
+def _device_tokens(model: Predictor, h, c, temperature, top_k, argmax, uniforms, out) -> None:
     """What the compiled loop does, for weights on a GPU: one recurrent step per token on the
     device, the draw on the host (same `pick`, same uniforms). h, c (L, H) advance past them."""
     from seqtool.device import put
@@ -377,7 +266,7 @@ def _device_tokens(model: CharLM, h, c, temperature, top_k, argmax, uniforms, ou
     c[...] = to_host(cs[:, 0])
 
 
-def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_text: str = "",
+def iter_generate(model: Predictor, length: int, temperature: float = 1.0, prime_text: str = "",
                   top_k: int = 0, argmax: bool = False, seed: int | None = None,
                   stop_at: str | None = None, chunk: int = 64,
                   include_prime: bool = True) -> Iterator[str]:
@@ -428,7 +317,7 @@ def iter_generate(model: CharLM, length: int, temperature: float = 1.0, prime_te
             yield piece
 
 
-def generate(model: CharLM, length: int, temperature: float = 1.0, prime_text: str = "",
+def generate(model: Predictor, length: int, temperature: float = 1.0, prime_text: str = "",
              top_k: int = 0, argmax: bool = False, seed: int | None = None,
              stop_at: str | None = None, include_prime: bool = True, chunk: int = 4096) -> str:
     """The whole generated text (see iter_generate)."""
@@ -440,7 +329,7 @@ def generate(model: CharLM, length: int, temperature: float = 1.0, prime_text: s
 # ----------------------------------------------------------------------------- scoring
 
 
-def _token_losses_sum(model: CharLM, ids: np.ndarray, batch: int = 32, window: int = 256,
+def _token_losses_sum(model: Predictor, ids: np.ndarray, batch: int = 32, window: int = 256,
                       min_segment: int = 2048) -> tuple[float, int]:
     """Sum of -log p(ids[t+1] | ids[:t+1]) over t, and the number of predictions.
 
@@ -475,7 +364,7 @@ def _token_losses_sum(model: CharLM, ids: np.ndarray, batch: int = 32, window: i
     return total, m
 
 
-def text_loss(model: CharLM, text: str, what: str = "text") -> tuple[float, int]:
+def text_loss(model: Predictor, text: str, what: str = "text") -> tuple[float, int]:
     """(mean negative log-likelihood in nats per token, tokens predicted), teacher-forced:
     every token after the first is predicted from all before it. NaN when nothing is scored."""
     total, n = _token_losses_sum(model, encode(model, text, what))

@@ -1,10 +1,4 @@
-"""Character (or byte, or word) language model: model, model-file contract, training task.
-
-Model file: task "charlm"; config {"cell", "hidden", "layers", "embed", "dropout",
-"reset_after", "nonlinearity", "unit"}; meta["vocab"] = {"unit": unit, "tokens": [...]} where
-tokens[i] is the string for id i (for unit "byte": the ints 0..255). Parameters:
-embed.weight (V, E), rnn.weight_ih_l0 ... (seqtool.nn names, unidirectional), head.weight (V, H),
-head.bias (V,).
+"""The trainer's view of a charlm: truncated BPTT batches, loss, validation, resumable position.
 
 Training is truncated BPTT torch-rnn style: the training ids are cut into N parallel streams
 (one per batch row); consecutive chunks of seq_len steps continue each stream, and the hidden
@@ -15,112 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import functional as F
-from seqtool import modelfile
 from seqtool.autograd import Tensor, no_grad
 from seqtool.data import text as textdata
-from seqtool.errors import SeqtoolError, UsageError
+from seqtool.errors import SeqtoolError
 from seqtool.losses import cross_entropy
-from seqtool.nn import GRU, LSTM, RNN, Embedding, Linear, Module
+from seqtool.tasks.charlm.model import CharLM, config_of, decode
 from seqtool.xp import to_host
 
-__all__ = ["CharLM", "CharLMTask", "DEFAULTS", "defaults_for", "load_charlm", "build_charlm", "encode_text", "decode",
-           "config_of"]
-
-_CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-CONFIG_KEYS = ("cell", "hidden", "layers", "embed", "dropout", "reset_after", "nonlinearity", "unit")
-# Measured on tinyshakespeare (1.1 MB), 2 shared cores, --time-budget 60: 2x LSTM 128, batch 32,
-# seq-len 64 reached val 1.88 nats/char; 2x LSTM 256, batch 64, seq-len 100 only 2.07 (fewer updates).
-DEFAULTS = {"cell": "lstm", "hidden": 128, "layers": 2, "embed": 64, "dropout": 0.0,
-            "optimizer": "adam", "lr": 2e-3, "clip_norm": 5.0, "batch": 32, "seq_len": 64,
-            "val_frac": 0.1}
-# A long budget gives a 2x128 model more passes over a ~1 MB text than it can use (1800 s on
-# tinyshakespeare: val 1.53 by 900 s, then flat). From LONG_BUDGET_S on, the architecture
-# defaults are a wider network with dropout instead; explicit options always win.
-LONG_BUDGET_S = 1200.0
-LONG_BUDGET_DEFAULTS = {"hidden": 256, "dropout": 0.25}
-
-
-def defaults_for(time_budget: float | None) -> dict:
-    """The DEFAULTS that apply to a run with this --time-budget (None: no budget)."""
-    if time_budget is not None and time_budget >= LONG_BUDGET_S:
-        return {**DEFAULTS, **LONG_BUDGET_DEFAULTS}
-    return dict(DEFAULTS)
-
+__all__ = ["CharLMTask"]
 
 _EVAL_STREAMS = 128  # parallel streams over the validation text (kernels like wide batches)
 _EVAL_CHUNK = 256  # steps per kernel call when evaluating (bounds the saved-gates memory)
 _EVAL_WARMUP = 64  # preceding tokens run (not scored) to warm up each stream's state
-
-
-class CharLM(Module):
-    """Embedding -> stacked unidirectional RNN -> linear head, time-major."""
-
-    def __init__(self, vocab_size: int, embed: int, hidden: int, layers: int, cell: str = "lstm",
-                 dropout: float = 0.0, reset_after: bool = True, nonlinearity: str = "tanh",
-                 rng: np.random.Generator | None = None):
-        super().__init__()
-        if cell not in _CELLS:
-            raise UsageError(f"unknown cell {cell!r}; choose one of: {', '.join(_CELLS)}")
-        rng = rng if rng is not None else np.random.default_rng()
-        self.vocab_size, self.cell, self.dropout = int(vocab_size), cell, float(dropout)
-        self.embed = Embedding(vocab_size, embed, rng=rng)
-        self.rnn = _CELLS[cell](embed, hidden, layers, dropout=dropout, reset_after=reset_after,
-                                nonlinearity=nonlinearity, rng=rng)
-        self.head = Linear(hidden, vocab_size, rng=rng)
-
-    def forward(self, tokens, state=None):
-        """tokens (T, N) int -> logits (T, N, V), new state ((h, c) for LSTM, else h; (L, N, H))."""
-        x = self.embed(tokens)  # (T, N, E)
-        y, state = self.rnn(x, state)  # (T, N, H)
-        if self.dropout and self.training:  # torch-rnn also drops after the last layer
-            y = F.dropout(y, self.dropout, True, self.rnn.dropout_rng)
-        return self.head(y), state  # (T, N, V)
-
-
-def config_of(model: CharLM, unit: str) -> dict:
-    rnn = model.rnn
-    return {"cell": model.cell, "hidden": rnn.hidden_size, "layers": rnn.num_layers,
-            "embed": model.embed.embedding_dim, "dropout": model.dropout,
-            "reset_after": bool(rnn.reset_after), "nonlinearity": rnn.nonlinearity, "unit": unit}
-
-
-def build_charlm(config: dict, vocab_size: int, rng=None) -> CharLM:
-    return CharLM(vocab_size, int(config["embed"]), int(config["hidden"]), int(config["layers"]),
-                  config["cell"], float(config["dropout"]), bool(config.get("reset_after", True)),
-                  config.get("nonlinearity", "tanh"), rng=rng)
-
-
-def load_charlm(path) -> tuple[CharLM, dict]:
-    """(model in eval mode, meta) from a charlm model or checkpoint file."""
-    arrays, meta = modelfile.load_model(path, expect_task="charlm")
-    try:
-        config, vocab = meta["config"], meta["vocab"]
-        model = build_charlm(config, len(vocab["tokens"]), rng=np.random.default_rng(0))
-    except (KeyError, TypeError, ValueError, UsageError) as e:
-        raise SeqtoolError(f"{path} is not a valid charlm model ({e})") from None
-    params = {k: v for k, v in arrays.items() if not k.startswith(modelfile.OPTIM_PREFIX)}
-    model.load_state_dict(params)
-    return model.eval(), meta
-
-
-def encode_text(text, vocab: dict, unknown: str = "error") -> np.ndarray:
-    """Ids (int32) of ``text`` (str; bytes or str for unit byte) under ``meta["vocab"]``.
-
-    ``unknown``: "error" raises SeqtoolError on a token not in the vocabulary, "skip" drops it.
-    """
-    unit = vocab["unit"]
-    if unit == "word" and unknown == "error" and textdata.UNK in vocab["tokens"]:
-        unknown = "unk"
-    return textdata.encode(text, vocab["tokens"], unit, unknown=unknown)
-
-
-def decode(ids, vocab: dict):
-    """str for units char/word; bytes for unit byte."""
-    tokens = vocab["tokens"]
-    if vocab["unit"] == "byte":
-        return bytes(int(tokens[int(i)]) for i in ids)
-    return "".join(tokens[int(i)] for i in ids)
 
 
 def _detach(state):
@@ -135,7 +35,7 @@ class CharLMTask:
     name = "charlm"
 
     def __init__(self, model: CharLM, corpus: textdata.Corpus, batch: int, seq_len: int,
-                 reporter=None, sample_chars: int = 120):
+                 sample_chars: int = 120, data_options: dict | None = None):
         self.model, self.corpus, self.unit = model, corpus, corpus.unit
         self.vocab = {"unit": corpus.unit, "tokens": corpus.tokens}
         self.seq_len = int(seq_len)
@@ -157,7 +57,8 @@ class CharLMTask:
         self.position = 0  # next chunk of the current epoch
         self._state = None  # carried hidden state (numpy), None at an epoch's start
         self.sample_chars = sample_chars
-        self._rng = None
+        # remembered in the model file so --resume needs no repeated flags
+        self.data_options = {**(data_options or {}), "batch": self.batch, "seq_len": self.seq_len}
 
     # ---- trainer protocol
     def train_batches(self, rng):
@@ -271,4 +172,5 @@ class CharLMTask:
     def meta(self) -> dict:
         return {"task": "charlm", "config": config_of(self.model, self.unit), "vocab": self.vocab,
                 "data": {"train_tokens": int(len(self.corpus.train)),
-                         "val_tokens": int(len(self.corpus.val))}}
+                         "val_tokens": int(len(self.corpus.val))},
+                "data_options": self.data_options}
