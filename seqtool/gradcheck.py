@@ -45,18 +45,8 @@ def _flatten(out) -> list:
     return []  # None or non-Tensor parts carry no gradient
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7, seed: int = 0):
-    """Compare autograd gradients of fn with central differences, for every input that wants one.
-
-    fn maps the inputs to a Tensor or a (nested) tuple of Tensors. Every output is reduced to one
-    scalar with a fixed random projection, so every output element is checked. inputs: float
-    ndarrays (checked, as float64 Tensors), float64 Tensors (used as they are, so parameters a
-    closure refers to can be checked; checked iff requires_grad) and anything else (passed as is).
-
-    Returns (ok, max_rel_err, details): ok iff every gradient is within atol + rtol * |numeric|
-    elementwise; max_rel_err = max |analytic - numeric| / max(max |numeric|, atol) over inputs;
-    details has one dict per checked input.
-    """
+def _checked_inputs(inputs) -> tuple[list, list]:
+    """(arguments, indices of those checked): float arrays become float64 Tensors to check."""
     args, checked = [], []
     for i, x in enumerate(inputs):
         if isinstance(x, np.ndarray) and x.dtype.kind == "f":
@@ -70,19 +60,28 @@ def gradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1
                 x.data = np.array(x.data, order="C")  # ascontiguousarray would make 0-d 1-d
             checked.append(i)
         args.append(x)
+    return args, checked
 
-    rng = np.random.default_rng(seed)
-    projections = []
 
-    def scalar(outs) -> Tensor:
+class _Projection:
+    """A fixed random projection of every output onto one scalar, so each element is checked."""
+
+    def __init__(self, seed: int):
+        self.rng, self.projections = np.random.default_rng(seed), []
+
+    def __call__(self, outs) -> Tensor:
         total = None
         for k, o in enumerate(outs):
-            if k == len(projections):
-                projections.append(rng.standard_normal(o.shape))
-            term = (o * projections[k]).sum()
+            if k == len(self.projections):
+                self.projections.append(self.rng.standard_normal(o.shape))
+            term = (o * self.projections[k]).sum()
             total = term if total is None else total + term
         return total
 
+
+def _both_gradients(fn, args, checked, eps: float, seed: int) -> tuple[list, list]:
+    """(analytic, numeric) gradients of the projected output for the checked arguments."""
+    scalar = _Projection(seed)
     saved_grads = [args[i].grad for i in checked]
     for i in checked:
         args[i].grad = None
@@ -104,7 +103,23 @@ def gradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1
     finally:
         for i, g in zip(checked, saved_grads):
             args[i].grad = g
+    return analytic, numeric
 
+
+def gradcheck(fn, inputs, eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-7, seed: int = 0):
+    """Compare autograd gradients of fn with central differences, for every input that wants one.
+
+    fn maps the inputs to a Tensor or a (nested) tuple of Tensors. Every output is reduced to one
+    scalar with a fixed random projection, so every output element is checked. inputs: float
+    ndarrays (checked, as float64 Tensors), float64 Tensors (used as they are, so parameters a
+    closure refers to can be checked; checked iff requires_grad) and anything else (passed as is).
+
+    Returns (ok, max_rel_err, details): ok iff every gradient is within atol + rtol * |numeric|
+    elementwise; max_rel_err = max |analytic - numeric| / max(max |numeric|, atol) over inputs;
+    details has one dict per checked input.
+    """
+    args, checked = _checked_inputs(inputs)
+    analytic, numeric = _both_gradients(fn, args, checked, eps, seed)
     ok, max_rel, details = True, 0.0, []
     for i, a, n in zip(checked, analytic, numeric):
         diff = np.abs(a - n)
