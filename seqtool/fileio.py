@@ -19,7 +19,7 @@ from typing import IO, Iterator
 
 from seqtool.errors import SeqtoolError
 
-__all__ = ["atomic_open", "atomic_write_bytes", "open_input", "read_text", "display_name"]
+__all__ = ["atomic_open", "atomic_write_bytes", "open_input", "read_text", "display_name", "numbered_lines"]
 
 
 def display_name(path_or_dash) -> str:
@@ -243,3 +243,18 @@ def read_text(path_or_dash, encoding: str = "utf-8") -> str:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         raise SeqtoolError(decode_error_message(display_name(path_or_dash), e, encoding)) from None
+
+
+def numbered_lines(stream, name: str):
+    """(line number, line) of a text stream, read lazily (endless stdin works); a line that is
+    not UTF-8 is a one-line error naming it."""
+    lineno = 0
+    while True:
+        try:
+            line = stream.readline()
+        except UnicodeDecodeError as e:
+            raise SeqtoolError(f"{name} line {lineno + 1} is not valid UTF-8 ({e.reason})") from None
+        if not line:
+            return
+        lineno += 1
+        yield lineno, line

@@ -113,13 +113,13 @@ class Predictor:
         """One Record per input line: its loss in nats per token, teacher-forced within the
         line. A line is scored with its newline, so a 1-character line still has one
         prediction; a line with nothing to predict gives nan (null with --json)."""
-        from seqtool.fileio import display_name, open_input
+        from seqtool.fileio import display_name, numbered_lines, open_input
 
         options.only(NAME)
         for path in inputs or ("-",):
             name = display_name(path)
             with open_input(path) as f:
-                for lineno, line in _numbered_lines(f, name):
+                for lineno, line in numbered_lines(f, name):
                     yield self._line_record(name, lineno, line)
 
     def _line_record(self, name: str, lineno: int, line: str) -> Record:
@@ -145,20 +145,6 @@ class Predictor:
                 f"perplexity {math.exp(loss):.4f}  ({n} {unit}s scored)")
         return Report({"task": NAME, "loss": loss, "bpc": bpc, "perplexity": math.exp(loss),
                        "tokens": n, "unit": unit}, text)
-
-
-def _numbered_lines(f, name: str):
-    """(line number, line) of a text stream; a line that is not UTF-8 is a one-line error."""
-    lineno = 0
-    while True:
-        try:
-            line = f.readline()
-        except UnicodeDecodeError as e:
-            raise SeqtoolError(f"{name} line {lineno + 1} is not valid UTF-8 ({e.reason})") from None
-        if not line:
-            return
-        lineno += 1
-        yield lineno, line
 
 
 def _corrupt(path: str, what: str) -> SeqtoolError:
