@@ -31,7 +31,7 @@ KINDS = ("score", "audio")
 @dataclass
 class Piece:
     name: str  # the path as given (or the score's id in a JSONL)
-    label: str | None
+    label: str
     features: np.ndarray  # (T, D) float32, normalised once a normaliser is known
 
 
@@ -104,7 +104,7 @@ def _label_from_path(path: str, label_regex: str | None, where: str) -> str:
     return parent
 
 
-def read_list(path_or_dash: str, label_regex: str | None = None, need_labels: bool = True):
+def read_list(path_or_dash: str, label_regex: str | None = None):
     """[(path, label, where)] from a list file ('-': stdin): one path per line, optionally
     followed by a tab and the label; without one the label is the regex match on the file name
     (label_regex) or the parent folder's name. Blank lines and lines starting with # are skipped."""
@@ -130,10 +130,8 @@ def read_list(path_or_dash: str, label_regex: str | None = None, need_labels: bo
             p = os.path.join(base, p)  # paths relative to the list file
         if len(parts) == 2 and parts[1].strip():
             label = parts[1].strip()
-        elif need_labels:
-            label = _label_from_path(p, label_regex, where)
         else:
-            label = None
+            label = _label_from_path(p, label_regex, where)
         out.append((p, label, where))
     if not out:
         raise SeqtoolError(f"{name}: no file paths")
@@ -145,8 +143,7 @@ def _excluded(path: str, exclude) -> bool:
 
 
 def read_data(data: str, spec: InputSpec | None, voices: str = "melody", strict: bool = False,
-              exclude=(), label_regex: str | None = None, reporter=None, need_labels: bool = True,
-              features: dict | None = None):
+              exclude=(), label_regex: str | None = None, reporter=None, features: dict | None = None):
     """Pieces of DATA: a folder of class subfolders (MIDI or audio), a JSONL of note lists, or a
     list of paths (file or '-'). spec None: infer the kind (training; audio uses the FeatureConfig
     dict `features`, default settings when None); otherwise the files must be of the model's kind.
@@ -158,8 +155,8 @@ def read_data(data: str, spec: InputSpec | None, voices: str = "melody", strict:
     if data != "-" and not is_dir and not os.path.isfile(data):
         raise SeqtoolError(f"{data}: no such file or folder")
     if not is_dir and data.lower().endswith(".jsonl"):
-        return _read_jsonl(data, spec, voices, exclude, label_regex, need_labels)
-    entries = _entries(data, is_dir, label_regex, need_labels, exclude)
+        return _read_jsonl(data, spec, voices, exclude, label_regex)
+    entries = _entries(data, is_dir, label_regex, exclude)
     spec = _spec_of_files(data, entries, spec, voices, label_regex, features)
     return _load_pieces(data, entries, spec, strict, reporter), spec
 
@@ -173,20 +170,20 @@ def _check_regex(label_regex: str | None) -> None:
 
 
 def _read_jsonl(data: str, spec: InputSpec | None, voices: str, exclude: tuple,
-                label_regex: str | None, need_labels: bool):
+                label_regex: str | None):
     """(pieces, spec) of a JSONL of scores (one piece per line, named by its id)."""
     if spec is not None and spec.kind != "score":
         raise SeqtoolError(f"{data}: a JSONL of scores, but the model reads audio")
     from seqtool.data.scores import read_scores_jsonl, score_features
 
     v = spec.voices if spec is not None else voices
-    rows = read_scores_jsonl(data, v, require_label=need_labels)
+    rows = read_scores_jsonl(data, v)
     pieces = [Piece(f"{sid}", label, score_features(notes)) for sid, label, notes in rows
               if not _excluded(sid, exclude)]
     return pieces, spec or InputSpec("score", v, None, label_regex)
 
 
-def _entries(data: str, is_dir: bool, label_regex: str | None, need_labels: bool, exclude: tuple):
+def _entries(data: str, is_dir: bool, label_regex: str | None, exclude: tuple):
     """[(path, label, where)] of a class folder, a single MIDI/audio file or a list of paths,
     without the excluded ones."""
     if is_dir:
@@ -197,9 +194,9 @@ def _entries(data: str, is_dir: bool, label_regex: str | None, need_labels: bool
         entries = [(str(p), label, str(p)) for p, label in items]
     elif _kind_of_file(data) is not None:
         # a single MIDI/audio file: its class is its folder's name (eval of one file)
-        entries = [(data, _label_from_path(data, label_regex, data) if need_labels else None, data)]
+        entries = [(data, _label_from_path(data, label_regex, data), data)]
     else:
-        entries = read_list(data, label_regex, need_labels)
+        entries = read_list(data, label_regex)
     entries = [e for e in entries if not _excluded(e[0], exclude)]
     if not entries:
         raise SeqtoolError(f"{data}: every file is excluded")
