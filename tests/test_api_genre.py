@@ -66,7 +66,8 @@ def test_train_load_predict_evaluate(model, scores):
     assert report.data["confusion"] == confusion
     assert report.data["n"] == 32
     assert report.data["accuracy"] == pytest.approx(np.mean([predicted[s] == truth[s] for s in truth]))
-    assert report.text.startswith(f"accuracy {report.data['accuracy']:.4f} ({confusion[0][0] + confusion[1][1]}/32)")
+    correct = confusion[0][0] + confusion[1][1]
+    assert report.text.startswith(f"accuracy {report.data['accuracy']:.4f} ({correct}/32)")
 
 
 def test_records_are_what_the_command_line_prints(model, scores):

@@ -45,7 +45,8 @@ class Predictor:
         options.only(NAME)
         reporter = reporter or NullReporter()
         if not reporter.json_output:  # JSON names its fields
-            reporter.info("# columns: path, predicted label, " + ", ".join(f"P({lab})" for lab in self.labels))
+            columns = ", ".join(f"P({lab})" for lab in self.labels)
+            reporter.info(f"# columns: path, predicted label, {columns}")
         return (self._record(name, feats) for name, feats in prediction_inputs(inputs, self.spec))
 
     def _record(self, name: str, features: np.ndarray) -> Record:

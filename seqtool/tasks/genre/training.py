@@ -158,7 +158,8 @@ def _class_labels(data: str, pieces: list[Piece], stored: list | None) -> list:
         return found
     unknown = [lab for lab in found if lab not in stored]
     if unknown:
-        raise SeqtoolError(f"{data}: class {unknown[0]!r} is not one of the checkpoint's ({', '.join(stored)})")
+        raise SeqtoolError(f"{data}: class {unknown[0]!r} is not one of the checkpoint's "
+                           f"({', '.join(stored)})")
     return stored
 
 
