@@ -1,0 +1,149 @@
+"""The trainer's view of the genre task (seqtool.train.Trainer protocol).
+
+Training sees random crops of at most seq_len steps of each piece (a different crop every epoch),
+grouped into batches of similar length so little of a batch is padding. Validation averages the
+class probabilities over chunks covering each whole piece (chunk_probabilities).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqtool.errors import SeqtoolError, UsageError
+from seqtool.losses import cross_entropy
+from seqtool.tasks.genre.inputs import InputSpec, Piece
+from seqtool.tasks.genre.model import GenreNet, chunk_probabilities, config_of, pad_batch
+
+__all__ = ["NAME", "GenreTask"]
+
+NAME = "genre"  # the model file's task
+
+
+class GenreTask:
+    """The trainer's view: random crops, length-bucketed batches, validation accuracy."""
+
+    name = NAME
+
+    def __init__(self, model: GenreNet, train: list[Piece], val: list[Piece], labels: list[str],
+                 spec: InputSpec, normalizer, batch: int, seq_len: int, transpose: int = 0,
+                 data_options: dict | None = None):
+        self.model, self.train, self.val, self.labels = model, train, val, list(labels)
+        self.data_options = data_options  # stored so --resume needs no repeated flags
+        if transpose and spec.kind != "score":
+            raise UsageError("--transpose applies to scores only")
+        self.transpose = int(transpose)
+        self.spec, self.normalizer = spec, normalizer
+        self.batch, self.seq_len = int(batch), int(seq_len)
+        index = {lab: i for i, lab in enumerate(self.labels)}
+        self._y_train = np.array([index[p.label] for p in train], np.int64)
+        self._y_val = np.array([index[p.label] for p in val], np.int64)
+        self.n_batches = -(-len(train) // self.batch)
+        self.position = 0
+        self.epoch_seed = None
+        self._plan = None
+        self._last_accuracy = float("nan")
+
+    def _make_plan(self, seed: int):
+        """This epoch's batches: [(piece indices, crop starts)], drawn from `seed` alone so a
+        resumed run rebuilds the same plan."""
+        rng = np.random.default_rng(seed)
+        n = len(self.train)
+        order = rng.permutation(n)
+        lens = np.array([min(len(self.train[i].features), self.seq_len) for i in order])
+        starts = np.array([int(rng.integers(0, max(len(self.train[i].features) - self.seq_len, 0) + 1))
+                           for i in order])
+        shifts = rng.integers(-self.transpose, self.transpose + 1, n)  # semitones, per crop
+        # buckets of 20 batches sorted by crop length: batches of similar lengths (little
+        # padding) while the bucket contents stay random
+        span = self.batch * 20
+        batches = []
+        for b0 in range(0, n, span):
+            sl = slice(b0, b0 + span)
+            o = np.argsort(lens[sl], kind="stable")
+            idx, st, sh = order[sl][o], starts[sl][o], shifts[sl][o]
+            for k in range(0, len(idx), self.batch):
+                batches.append((idx[k:k + self.batch], st[k:k + self.batch], sh[k:k + self.batch]))
+        perm = rng.permutation(len(batches))
+        return [batches[i] for i in perm]
+
+    def _batch(self, k: int):
+        idx, starts, shifts = self._plan[k]
+        seqs = [self.train[i].features[s:s + self.seq_len] for i, s in zip(idx, starts)]
+        x, lengths = pad_batch(seqs)
+        if self.transpose:
+            # the pitch column (0) is the only one a transposition changes (intervals and scale
+            # degrees are relative); in normalised units a semitone is 1/12 / std
+            step = 1.0 / (12.0 * float(self.normalizer.std[0]))
+            x[:, :, 0] += np.where(np.arange(x.shape[0])[:, None] < lengths[None, :],
+                                   shifts[None, :] * step, 0.0).astype(np.float32)
+        return x, lengths, self._y_train[idx]
+
+    def train_batches(self, rng):
+        self.model.rnn.dropout_rng = rng
+        self.model.train()
+        if self._plan is None:
+            self.epoch_seed = int(rng.integers(2 ** 62))
+            self._plan = self._make_plan(self.epoch_seed)
+        while self.position < self.n_batches:
+            k = self.position
+            self.position += 1
+            yield self._batch(k)
+        self.position = 0
+        self.epoch_seed = None
+        self._plan = None
+
+    def loss(self, batch):
+        x, lengths, y = batch
+        return cross_entropy(self.model(x, lengths), y)
+
+    def batch_tokens(self, batch) -> int:
+        return int(batch[1].sum())
+
+    def epoch_progress(self) -> float:
+        return self.position / max(self.n_batches, 1)
+
+    def evaluate(self):
+        """Chunk-averaged validation: loss = mean -log p(true class), plus accuracy."""
+        if not self.val:
+            return None
+        probs = chunk_probabilities(self.model, [p.features for p in self.val], self.seq_len)
+        p_true = probs[np.arange(len(self.val)), self._y_val]
+        loss = float(-np.mean(np.log(np.maximum(p_true, 1e-12))))
+        acc = float(np.mean(probs.argmax(axis=1) == self._y_val))
+        self._last_accuracy = acc
+        return {"loss": loss, "val_accuracy": round(acc, 6)}
+
+    def on_validation(self, reporter) -> None:
+        # the Trainer's line shows the loss; accuracy is what a classifier's user watches
+        if self.val:
+            reporter.info(f"  val accuracy {self._last_accuracy:.4f} ({len(self.val)} pieces)")
+
+    def data_state(self) -> dict:
+        return {"position": self.position, "epoch_seed": self.epoch_seed, "pieces": len(self.train),
+                "batch": self.batch, "seq_len": self.seq_len, "transpose": self.transpose}
+
+    def load_data_state(self, state: dict) -> None:
+        if (state.get("pieces"), state.get("batch"), state.get("seq_len")) != (
+                len(self.train), self.batch, self.seq_len):
+            raise SeqtoolError(
+                "the checkpoint was trained on other data or another --batch/--seq-len "
+                f"({state.get('pieces')} pieces, batch {state.get('batch')}, seq-len "
+                f"{state.get('seq_len')}; now {len(self.train)}, {self.batch}, {self.seq_len}); "
+                "cannot resume exactly")
+        self.position = int(state["position"])
+        seed = state.get("epoch_seed")
+        self.epoch_seed = None if seed is None else int(seed)
+        self._plan = None if seed is None else self._make_plan(self.epoch_seed)
+
+    def state_arrays(self) -> dict:
+        return {}
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        pass
+
+    def meta(self) -> dict:
+        return {"task": NAME, "config": config_of(self.model, self.seq_len), "labels": self.labels,
+                "input": self.spec.to_dict(), "normalizer": self.normalizer.to_dict(),
+                "data": {"train_pieces": len(self.train), "val_pieces": len(self.val),
+                         "train_steps": int(sum(len(p.features) for p in self.train))},
+                "data_options": self.data_options}
