@@ -8,14 +8,14 @@ normaliser, and supplies the training and data options not given again.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_given_match, fill_defaults,
-                                merge_given, stored_or_given, train_settings, validation_interval)
+from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_given_match, check_output,
+                                fill_defaults, merge_given, stored_or_given, train_settings,
+                                validation_interval)
 from seqtool.tasks.genre.inputs import InputSpec, Piece, read_data
 from seqtool.tasks.genre.model import build_genre, config_of
 from seqtool.tasks.genre.task import NAME, GenreTask
@@ -91,18 +91,6 @@ def from_options(request: TrainRequest) -> TrainJob:
                               DEFAULT_EPOCHS, lr_patience=LR_PATIENCE)
     _describe(task, reporter)
     return TrainJob(task, settings, rng, request)
-
-
-def check_output(path: str) -> None:
-    """Fail before any training when the model could not be written at the end."""
-    directory = os.path.dirname(os.path.abspath(path))
-    shown = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise SeqtoolError(f"cannot write {path}: directory {shown} does not exist")
-    if os.path.isdir(path):
-        raise SeqtoolError(f"cannot write {path}: it is a directory")
-    if not os.access(directory, os.W_OK):
-        raise SeqtoolError(f"cannot write {path}: permission denied")
 
 
 def _one_data(request: TrainRequest) -> str:
