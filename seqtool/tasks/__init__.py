@@ -33,8 +33,7 @@ def module(name: str):
 def prepare(name: str, data, output: str, *, resume=None, seed=None, device="cpu", reporter=None,
             **options):
     """A TrainJob for task ``name``: data read, model built, defaults and --resume merged."""
-    data = (data,) if isinstance(data, str) else tuple(data)
-    request = TrainRequest(data, str(output), options, resume, seed, device, reporter)
+    request = TrainRequest(_paths(data), str(output), options, resume, seed, device, reporter)
     return module(name).from_options(request)
 
 
@@ -55,7 +54,7 @@ def load(path, device: str = "cpu"):
 
 def predict(path, inputs, device: str = "cpu", reporter=None, **options):
     """Records of a model file's predictions on ``inputs``."""
-    return load(path, device).predict(tuple(inputs), TaskOptions.given(**options), reporter)
+    return load(path, device).predict(_paths(inputs), TaskOptions.given(**options), reporter)
 
 
 def evaluate(path, data, device: str = "cpu", reporter=None, **options) -> Report:
@@ -63,5 +62,12 @@ def evaluate(path, data, device: str = "cpu", reporter=None, **options) -> Repor
     opts = TaskOptions.given(**options)
     sed = module("sed")
     if sed.is_event_table(path):  # seqtool eval PREDICTED.tsv REFERENCE.tsv: no model
-        return sed.evaluate_tables(path, tuple(data), opts, reporter)
-    return load(path, device).evaluate(tuple(data), opts, reporter)
+        return sed.evaluate_tables(path, _paths(data), opts, reporter)
+    return load(path, device).evaluate(_paths(data), opts, reporter)
+
+
+def _paths(paths) -> tuple:
+    """One path or several, as a tuple (a lone string is one path, not its characters)."""
+    import os
+
+    return (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
