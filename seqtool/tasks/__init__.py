@@ -70,4 +70,6 @@ def _paths(paths) -> tuple:
     """One path or several, as a tuple (a lone string is one path, not its characters)."""
     import os
 
-    return (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
+    if isinstance(paths, (str, os.PathLike)):
+        return (os.fspath(paths),)
+    return tuple(os.fspath(p) for p in paths)
