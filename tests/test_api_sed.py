@@ -106,6 +106,8 @@ def test_evaluate_scores_the_predicted_events(model, data):
 
 def test_options_of_other_tasks_are_rejected(model, data):
     d, ref = data
+    with pytest.raises(UsageError, match="AUDIO_DIR ANNOTATIONS"):
+        tasks.prepare("sed", [ref], d / "m.model")
     with pytest.raises(UsageError, match="--beam does not apply to sed"):
         tasks.predict(model, [d / "s0.wav"], beam=3)
     with pytest.raises(UsageError, match="--roll does not apply to sed"):

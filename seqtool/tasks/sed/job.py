@@ -10,7 +10,7 @@ import numpy as np
 
 from seqtool import modelfile
 from seqtool.audio import FeatureConfig, Normalizer
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, UsageError
 from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, fill_defaults, merge_given,
                                 stored_or_given, train_settings, validation_interval)
 from seqtool.tasks.sed.data import load_recordings, split_recordings
@@ -108,6 +108,8 @@ def from_options(request: TrainRequest) -> TrainJob:
     """A sound event detector ready to train on ``request.data`` = (AUDIO_DIR, ANNOTATIONS)."""
     from seqtool.train import NullReporter
 
+    if len(request.data) != 2:
+        raise UsageError("train sed takes AUDIO_DIR ANNOTATIONS")
     reporter = request.reporter or NullReporter()
     _check_output(request.output)
     settled = _settle(request)
