@@ -63,8 +63,8 @@ def _settle(request: TrainRequest) -> _Settled:
     settled.training = fill_defaults(settled.training, DEFAULTS)
     settled.data_options = fill_defaults(settled.data_options, DEFAULTS)
     # the validation split has its own seed, kept in the model, so --resume finds the same parts
-    split_seed = stored_data.get("split_seed")
-    settled.data_options["split_seed"] = int(split_seed if split_seed is not None else (0 if request.seed is None else request.seed))
+    split_seed = next((v for v in (stored_data.get("split_seed"), request.seed) if v is not None), 0)
+    settled.data_options["split_seed"] = int(split_seed)
     return settled
 
 
