@@ -44,7 +44,7 @@ class Predictor:
         return self.detector.labels
 
     def predict(self, inputs: tuple, options: TaskOptions, reporter=None) -> Iterator[Record]:
-        """Events of each input (audio files, folders of them, '-') in time order per input.
+        """Events of each input (audio files, folders of them, '-'), input by input.
 
         --roll draws each input's activity on stderr after its events; --png writes all of them
         to one image at the end. Options are checked before any input is read.
