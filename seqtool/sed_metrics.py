@@ -273,3 +273,20 @@ def event_based(reference_events, estimated_events, labels, t_collar: float = 0.
                 "evaluate_offset": evaluate_offset})
     return out
 
+
+
+# The DCASE 2016 task 2 evaluation: 1 s segments; 200 ms onset collar, offset collar the larger of
+# 200 ms and 20% of the reference event's length.
+SEGMENT_S = 1.0
+T_COLLAR = 0.2
+PERCENTAGE_OF_LENGTH = 0.2
+
+
+def dcase_scores(reference_events, estimated_events, labels, durations: dict | None = None) -> dict:
+    """{"segment_based", "event_based", "event_based_onset_only"} scores with the DCASE collars."""
+    def events(evaluate_offset):
+        return event_based(reference_events, estimated_events, labels, T_COLLAR, PERCENTAGE_OF_LENGTH,
+                           evaluate_offset=evaluate_offset)
+
+    return {"segment_based": segment_based(reference_events, estimated_events, labels, SEGMENT_S, durations),
+            "event_based": events(True), "event_based_onset_only": events(False)}

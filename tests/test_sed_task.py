@@ -452,7 +452,8 @@ def test_decoding_tuned_on_validation_has_the_lowest_error_rates(model, scenes):
     from seqtool.audio import Normalizer
     from seqtool.modelfile import read_meta
     from seqtool.tasks.sed import (TUNE_MEDIAN_MS, TUNE_THRESHOLDS, SEDTask, frame_logits, load_recordings,
-                                   load_sed, sigmoid)
+                                   load_sed)
+    from seqtool.tasks.sed import probabilities as sigmoid
 
     _, (test_dir, test_tsv) = scenes
     det = load_sed(model)
