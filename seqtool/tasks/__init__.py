@@ -15,12 +15,13 @@ from __future__ import annotations
 import importlib
 
 from seqtool.errors import SeqtoolError
+from seqtool.modelfile import TASKS
 from seqtool.tasks.base import Record, Report, TaskOptions, TrainRequest
 
 __all__ = ["NAMES", "module", "prepare", "train", "load", "predict", "evaluate", "Record", "Report",
            "TaskOptions", "TrainRequest"]
 
-NAMES = ("charlm", "genre", "seq2seq", "sed")
+NAMES = TASKS  # what a model file may name
 
 
 def module(name: str):

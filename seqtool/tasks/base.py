@@ -60,7 +60,8 @@ class TaskOptions(dict):
     @classmethod
     def given(cls, **values) -> "TaskOptions":
         """Only the options given (not None, not an unset flag or empty multiple)."""
-        return cls({k: v for k, v in values.items() if v not in (None, False, ())})
+        # by identity: 0 and 0.0 (e.g. --median-ms 0) are values given, not unset flags
+        return cls({k: v for k, v in values.items() if v is not None and v is not False and v != ()})
 
 
 @dataclass

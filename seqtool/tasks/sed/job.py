@@ -3,15 +3,15 @@ checkpoint, recordings read and split, the normaliser fitted, the model built.""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from seqtool import modelfile
 from seqtool.audio import FeatureConfig, Normalizer
-from seqtool.errors import SeqtoolError, UsageError
-from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, fill_defaults, merge_given,
+from seqtool.errors import UsageError
+from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_output, fill_defaults,
+                                merge_given, reporter_of,
                                 stored_or_given, train_settings, validation_interval)
 from seqtool.tasks.sed.data import load_recordings, split_recordings
 from seqtool.tasks.sed.model import DEFAULTS, NAME, build_sed, config_of
@@ -68,18 +68,6 @@ def _settle(request: TrainRequest) -> _Settled:
     return settled
 
 
-def _check_output(path: str) -> None:
-    """Fail before any training when the model could not be written at the end."""
-    directory = os.path.dirname(os.path.abspath(path))
-    shown = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise SeqtoolError(f"cannot write {path}: directory {shown} does not exist")
-    if os.path.isdir(path):
-        raise SeqtoolError(f"cannot write {path}: it is a directory")
-    if not os.access(directory, os.W_OK):
-        raise SeqtoolError(f"cannot write {path}: permission denied")
-
-
 def _summary(task: SEDTask) -> str:
     secs = sum(r.duration for r in task.train)
     return (f"{len(task.train)} training recordings ({secs:,.0f} s, {task.n_batches} batches per epoch), "
@@ -106,12 +94,10 @@ def _task(request: TrainRequest, s: _Settled, rng: np.random.Generator, reporter
 
 def from_options(request: TrainRequest) -> TrainJob:
     """A sound event detector ready to train on ``request.data`` = (AUDIO_DIR, ANNOTATIONS)."""
-    from seqtool.train import NullReporter
-
     if len(request.data) != 2:
         raise UsageError("train sed takes AUDIO_DIR ANNOTATIONS")
-    reporter = request.reporter or NullReporter()
-    _check_output(request.output)
+    reporter = reporter_of(request)
+    check_output(request.output)
     settled = _settle(request)
     rng = np.random.default_rng(request.seed)
     task = _task(request, settled, rng, reporter)

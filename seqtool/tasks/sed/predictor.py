@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from seqtool.data.events import Event, check_labels, read_events
 from seqtool.errors import UsageError
-from seqtool.tasks.base import Record, Report, TaskOptions
+from seqtool.tasks.base import Record, Report, TaskOptions, reporter_of
 from seqtool.tasks.sed.data import audio_inputs, match_recordings, source_name
 from seqtool.tasks.sed.decoding import Detector, load_sed
 from seqtool.tasks.sed.evaluation import score_report
@@ -25,12 +25,6 @@ def event_record(e: Event) -> Record:
     """One detected event: a DCASE TSV line (times to the millisecond) or its JSON object."""
     return Record({"filename": e.filename, "onset": e.onset, "offset": e.offset, "event_label": e.label},
                   f"{e.filename}\t{e.onset:.3f}\t{e.offset:.3f}\t{e.label}")
-
-
-def _reporter(reporter):
-    from seqtool.train import NullReporter
-
-    return reporter if reporter is not None else NullReporter()
 
 
 class Predictor:
@@ -53,7 +47,7 @@ class Predictor:
         if options.get("png") == "-":
             raise UsageError("--png needs a file name: stdout carries the events")
         decoding = self.detector.decoding(options)
-        return self._records(audio_inputs(inputs), decoding, options, _reporter(reporter))
+        return self._records(audio_inputs(inputs), decoding, options, reporter_of(reporter))
 
     def _records(self, paths: list, decoding: tuple, options: TaskOptions, reporter) -> Iterator[Record]:
         from seqtool.fileio import display_name
@@ -86,7 +80,7 @@ class Predictor:
         jobs, ref = match_recordings([str(a) for a in audio], numbered, source)
         decoding = self.detector.decoding(options)
         est, durations = [], {}
-        with _reporter(reporter).progress("detecting", total=len(jobs)) as bar:
+        with reporter_of(reporter).progress("detecting", total=len(jobs)) as bar:
             for fname, path in jobs:
                 probs, durations[fname] = self.detector.analyse(path)
                 est.extend(self.detector.events(probs, durations[fname], decoding, fname))
