@@ -78,15 +78,22 @@ def _numbered_lines(inputs):
                 yield name, lineno, line.rstrip("\r\n")
 
 
+def _decoding(options: TaskOptions) -> tuple[int, float, int | None]:
+    """(beam width, length penalty, longest output or None) of --beam, --length-penalty, --max-len."""
+    return (int(options.get("beam", 1)), float(options.get("length_penalty", 1.0)),
+            options.get("max_len"))
+
+
+def _decoding_name(options: TaskOptions) -> str:
+    beam, alpha, _ = _decoding(options)
+    return f"beam {beam}, length penalty {alpha:g}" if beam > 1 else "greedy"
+
+
 class Predictor:
     """A seq2seq model file ready to translate (``translator`` holds model and vocabularies)."""
 
     def __init__(self, translator: Translator):
         self.translator = translator
-
-    def _decode_options(self, options: TaskOptions):
-        beam = int(options.get("beam", 1))
-        return beam, float(options.get("length_penalty", 1.0)), options.get("max_len")
 
     def _translate(self, src_ids, beam: int, alpha: float, max_len):
         """The best Hypothesis for one source (None for an empty one)."""
@@ -111,7 +118,7 @@ class Predictor:
 
     def _records(self, inputs, options: TaskOptions, reporter):
         tr = self.translator
-        decoding = self._decode_options(options)
+        decoding = _decoding(options)
         png_dir = options.get("attention_png")
         want_attention = bool(options.get("show_attention") or png_dir)
         for number, (name, lineno, text) in enumerate(_numbered_lines(inputs), start=1):
@@ -158,16 +165,12 @@ class Predictor:
         counted = "sources" if multi_ref else "pairs"  # what a bucket counts
         scores = metrics.score_translations(hyps, ref_lists, [len(s) for s in sources], counted)
         return _eval_report(scores, len(pairs.sources), ref_lists, multi_ref,
-                            self._decoding_name(options))
-
-    def _decoding_name(self, options: TaskOptions) -> str:
-        beam, alpha, _ = self._decode_options(options)
-        return f"beam {beam}, length penalty {alpha:g}" if beam > 1 else "greedy"
+                            _decoding_name(options))
 
     def _translate_all(self, sources, options: TaskOptions, reporter) -> list[str]:
         """Every source's translation, shortest first (similar lengths batch well)."""
         tr = self.translator
-        beam, alpha, max_len = self._decode_options(options)
+        beam, alpha, max_len = _decoding(options)
         hyps = [None] * len(sources)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
         step = 1 if beam > 1 else EVAL_BATCH
