@@ -8,3 +8,5 @@ try:  # recurrent.py is written separately; the basic layers work without it
     from seqtool.nn.recurrent import GRU, LSTM, RNN  # noqa: F401
 except ImportError:
     pass
+from seqtool.nn.attention import ATTENTIONS, AdditiveAttention, Attention, DotAttention  # noqa: F401
+from seqtool.nn.cells import GRUCellFn, LSTMCellFn, cell_step  # noqa: F401
