@@ -62,7 +62,7 @@ def cli_rate(path, length):
 def torch_runner(path, length):
     import torch
 
-    from seqtool.modelfile import load_model
+    from seqtool.io.modelfile import load_model
 
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
     arrays, meta = load_model(path, expect_task="charlm")
@@ -117,7 +117,7 @@ def main():
         ours, theirs = seqtool_runner(path, a.length), torch_runner(path, a.torch_length)
         rounds = [(ours(seed), theirs(seed)) for seed in range(a.rounds)]
         n, secs = cli_rate(path, a.length)
-        from seqtool.modelfile import load_model
+        from seqtool.io.modelfile import load_model
 
         meta = load_model(path, expect_task="charlm")[1]
     cfg, vocab = meta["config"], len(meta["vocab"]["tokens"])

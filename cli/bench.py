@@ -66,7 +66,7 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
 
         raise UsageError("--persistent chooses between CUDA LSTM kernels: use it with --device cuda --cell lstm")
 
-    from seqtool.bench import BenchConfig, check_compare, matmul_peak as measure_peak, run
+    from seqtool.diagnostics.bench import BenchConfig, check_compare, matmul_peak as measure_peak, run
 
     out = Reporter(quiet=quiet, json_output=json_output)
     cfg = BenchConfig(cell=cell, hidden=hidden, batch=batch, seq_len=seq_len, input_size=input_size,

@@ -12,6 +12,6 @@ from seqtool.cli.options import Reporter, common_options, print_report
 @common_options
 def info(model, json_output, quiet, device, seed):
     """Show task, architecture, parameter count, vocabulary and training history of MODEL."""
-    from seqtool.modelinfo import describe
+    from seqtool.io.modelinfo import describe
 
     print_report(describe(model), Reporter(quiet=quiet, json_output=json_output))

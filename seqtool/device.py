@@ -2,7 +2,7 @@
 
 --device cuda keeps every array of a training step on the GPU as a CuPy array: parameters,
 gradients, optimizer state, batches, the recurrent state carried between batches. The
-autograd ops work on either kind (seqtool.xp), the recurrent layers pick the CUDA kernels for
+autograd ops work on either kind (seqtool.core.xp), the recurrent layers pick the CUDA kernels for
 CuPy arrays, and model files always hold host arrays (device-neutral: train on one, run on the
 other).
 
@@ -66,7 +66,7 @@ def put(array, device: str | None = None):
     """`array` on `device` (default: the active one): a CuPy array for a GPU, else NumPy."""
     import numpy as np
 
-    from seqtool.xp import is_device_array, to_host
+    from seqtool.core.xp import is_device_array, to_host
 
     device = device or _active
     if device == "cuda" and not _simulator():

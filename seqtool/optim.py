@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from seqtool.xp import asarray_on
+from seqtool.core.xp import asarray_on
 from seqtool.errors import SeqtoolError, UsageError
 
 __all__ = [

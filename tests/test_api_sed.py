@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from seqtool import tasks
-from seqtool.audio import write_wav
+from seqtool.data.audio import write_wav
 from seqtool.cli.main import cli
 from seqtool.data.events import Event
 from seqtool.errors import UsageError
-from seqtool.sed_metrics import event_based, segment_based
+from seqtool.metrics.sed import event_based, segment_based
 
 SR = 16000
 SECONDS = 3.0

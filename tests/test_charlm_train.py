@@ -10,12 +10,12 @@ from click.testing import CliRunner
 from seqtool.cli.main import cli
 from seqtool.data.text import build_vocab, encode, load_corpus, read_text_files, split_validation
 from seqtool.errors import SeqtoolError
-from seqtool.modelfile import load_checkpoint
-from seqtool.modelfile import read_meta
+from seqtool.io.modelfile import load_checkpoint
+from seqtool.io.modelfile import read_meta
 from seqtool.tasks.charlm import CharLM, load
 from seqtool.tasks.charlm.model import decode, encode_text
 from seqtool.tasks.charlm.training import CharLMTask
-from seqtool.train import Trainer, TrainSettings
+from seqtool.training.trainer import Trainer, TrainSettings
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "tiny-shakespeare.txt")
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40  # ~2.5 KB

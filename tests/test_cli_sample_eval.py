@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from seqtool.cli.main import cli
-from seqtool.modelfile import save_model
+from seqtool.io.modelfile import save_model
 from seqtool.tasks.charlm import load as load_charlm
 from seqtool.tasks.charlm.sampler import generate, text_loss
 from test_sampling import make_charlm

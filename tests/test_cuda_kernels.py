@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pytest
 
-from seqtool import reference, selfcheck
+from seqtool.diagnostics import reference, selfcheck
 from seqtool import kernels as cpu
 from seqtool.errors import SeqtoolError
 from seqtool.kernels import cuda as gpu

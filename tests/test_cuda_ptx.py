@@ -68,7 +68,7 @@ def compile_only(monkeypatch):
 
 def _drive(dtype, persistent_on):
     """Every kernel entry point once per direction, forward and backward."""
-    from seqtool import selfcheck
+    from seqtool.diagnostics import selfcheck
     from seqtool.kernels.cuda import gru, lstm, persistent, rnn
 
     T, N, D, H = 4, 3, 2, 5

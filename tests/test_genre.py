@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from seqtool.autograd import Tensor, no_grad
+from seqtool.core.autograd import Tensor, no_grad
 from seqtool.cli.main import cli
 from seqtool.data.scores import chunks
 from seqtool.errors import SeqtoolError
-from seqtool.gradcheck import gradcheck
+from seqtool.diagnostics.gradcheck import gradcheck
 from seqtool.tasks.genre.inputs import read_list
 from seqtool.tasks.genre.metrics import metrics
 from seqtool.tasks.genre.model import GenreNet, chunk_probabilities, pad_batch
@@ -256,7 +256,7 @@ def test_jsonl_training_and_resume_is_exact(tmp_path):
 
 
 def test_audio_folder_end_to_end(tmp_path):
-    from seqtool.audio import write_wav
+    from seqtool.data.audio import write_wav
 
     rng = np.random.default_rng(0)
     sr = 8000
@@ -315,7 +315,7 @@ def test_train_genre_help_and_usage_errors(midi_set, tmp_path):
 
 
 def test_transpose_shifts_only_the_pitch_of_real_steps():
-    from seqtool.audio import Normalizer
+    from seqtool.data.audio import Normalizer
     from seqtool.tasks.genre.inputs import InputSpec, Piece
     from seqtool.tasks.genre.task import GenreTask
 

@@ -5,8 +5,8 @@ or every step at once) and the Attention layer, against the same formulas writte
 import numpy as np
 import pytest
 
-from seqtool.autograd import Tensor
-from seqtool.gradcheck import gradcheck
+from seqtool.core.autograd import Tensor
+from seqtool.diagnostics.gradcheck import gradcheck
 from seqtool.nn import AdditiveAttention, Attention, DotAttention
 
 

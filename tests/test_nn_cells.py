@@ -4,8 +4,8 @@ gradchecks and torch.nn.LSTMCell / GRUCell / RNNCell parity (skipped without tor
 import numpy as np
 import pytest
 
-from seqtool.autograd import Tensor
-from seqtool.gradcheck import gradcheck
+from seqtool.core.autograd import Tensor
+from seqtool.diagnostics.gradcheck import gradcheck
 from seqtool.nn import LSTM, GRUCellFn, LSTMCellFn, cell_step
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from seqtool import nn
-from seqtool.autograd import no_grad
+from seqtool.core.autograd import no_grad
 from seqtool.errors import SeqtoolError
-from seqtool.modelfile import save_model
+from seqtool.io.modelfile import save_model
 from seqtool.tasks.charlm import load as load_charlm
 from seqtool.tasks.charlm.sampler import (_Detokenizer, _kernel_weights, _token_losses_sum, encode,
                                           generate, prime, run_sampler, text_loss)

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from seqtool.autograd import no_grad
+from seqtool.core.autograd import no_grad
 from seqtool.cli.main import cli
 from seqtool.data.pairs import read_pairs
 from seqtool.errors import SeqtoolError
-from seqtool.gradcheck import gradcheck
-from seqtool.losses import cross_entropy
-from seqtool.modelfile import load_model
+from seqtool.diagnostics.gradcheck import gradcheck
+from seqtool.core.losses import cross_entropy
+from seqtool.io.modelfile import load_model
 from seqtool.tasks.seq2seq import EOS, PAD, SOS, Seq2Seq, Vocab, detokenize, load_seq2seq, tokenize
 
 SYMBOLS = "a b c d e f".split()
@@ -366,7 +366,7 @@ def test_no_input_feeding_trains_decodes_and_is_kept_for_resume(trained, tmp_pat
 
 
 def test_files_from_before_input_feeding_was_an_option_keep_it_on(trained, tmp_path):
-    from seqtool.modelfile import save_model
+    from seqtool.io.modelfile import save_model
     from seqtool.tasks.seq2seq import load_seq2seq
 
     model = str(tmp_path / "old.model")

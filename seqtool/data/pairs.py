@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from seqtool.errors import SeqtoolError
-from seqtool.fileio import display_name, open_input
+from seqtool.io.fileio import display_name, open_input
 
 __all__ = ["Pairs", "read_pairs", "BAD_LINES_SHOWN"]
 

@@ -1,4 +1,4 @@
-"""Layers (Modules) built on seqtool.autograd; recurrent layers run fused Numba kernels."""
+"""Layers (Modules) built on seqtool.core.autograd; recurrent layers run fused Numba kernels."""
 
 from seqtool.nn import init  # noqa: F401
 from seqtool.nn.layers import Dropout, Embedding, Linear  # noqa: F401

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import functional as F
-from seqtool.autograd import Function
+from seqtool.core import functional as F
+from seqtool.core.autograd import Function
 from seqtool.nn.layers import Linear
 from seqtool.nn.module import Module, Parameter
-from seqtool.xp import zeros
+from seqtool.core.xp import zeros
 
 __all__ = ["ATTENTIONS", "DotAttention", "AdditiveAttention", "Attention", "masked_softmax"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import functional as F
-from seqtool.autograd import Function
-from seqtool.xp import expit
+from seqtool.core import functional as F
+from seqtool.core.autograd import Function
+from seqtool.core.xp import expit
 
 __all__ = ["LSTMCellFn", "GRUCellFn", "cell_step"]
 

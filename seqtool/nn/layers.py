@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from seqtool import functional as F
+from seqtool.core import functional as F
 from seqtool.nn import init
 from seqtool.nn.module import Module, Parameter
 

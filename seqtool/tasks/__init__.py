@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 
 from seqtool.errors import SeqtoolError
-from seqtool.modelfile import TASKS
+from seqtool.io.modelfile import TASKS
 from seqtool.tasks.base import Record, Report, TaskOptions, TrainRequest
 
 __all__ = ["NAMES", "module", "prepare", "train", "load", "predict", "evaluate", "Record", "Report",
@@ -48,7 +48,7 @@ def train(name: str, data, output: str, **options) -> dict:
 
 def load(path, device: str = "cpu"):
     """The Predictor of a model file, whichever its task."""
-    from seqtool.modelfile import read_meta
+    from seqtool.io.modelfile import read_meta
 
     return module(read_meta(path)["task"]).load(path, device)
 

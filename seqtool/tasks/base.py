@@ -103,7 +103,7 @@ def check_output(path: str) -> None:
 
 def reporter_of(request_or_reporter):
     """The reporter given, or one that says nothing (Python users need not pass one)."""
-    from seqtool.train import NullReporter
+    from seqtool.training.trainer import NullReporter
 
     reporter = getattr(request_or_reporter, "reporter", request_or_reporter)
     return reporter if reporter is not None else NullReporter()
@@ -141,7 +141,7 @@ def train_settings(request: TrainRequest, training: dict, val_every: int, defaul
                    **extra):
     """TrainSettings from the merged training options and the request's stopping rules; without a
     stopping rule a task trains for ``default_epochs``."""
-    from seqtool.train import TrainSettings
+    from seqtool.training.trainer import TrainSettings
 
     stop = request.stopping()
     if stop["epochs"] is None and stop["steps"] is None and stop["time_budget"] is None:
@@ -160,7 +160,7 @@ class TrainJob:
     request: TrainRequest
 
     def run(self) -> dict:
-        from seqtool.train import Trainer
+        from seqtool.training.trainer import Trainer
 
         r = self.request
         reporter = reporter_of(r)

@@ -32,7 +32,7 @@ DEFAULT_EPOCHS = 10
 
 def _merged_options(request: TrainRequest) -> tuple[dict, dict, dict, list | None]:
     """(architecture, training, data options, stored tokens) after --resume and defaults."""
-    from seqtool import modelfile
+    from seqtool.io import modelfile
     from seqtool.tasks.base import TRAINING_KEYS
 
     given = request.given(ARCHITECTURE_KEYS)
@@ -113,7 +113,7 @@ class Predictor:
         """One Record per input line: its loss in nats per token, teacher-forced within the
         line. A line is scored with its newline, so a 1-character line still has one
         prediction; a line with nothing to predict gives nan (null with --json)."""
-        from seqtool.fileio import display_name, numbered_lines, open_input
+        from seqtool.io.fileio import display_name, numbered_lines, open_input
 
         options.only(NAME)
         for path in inputs or ("-",):
@@ -131,7 +131,7 @@ class Predictor:
 
     def evaluate(self, data: tuple, options, reporter=None) -> Report:
         """Loss in nats, bits per token and perplexity over one text (a file or '-')."""
-        from seqtool.fileio import display_name, read_text
+        from seqtool.io.fileio import display_name, read_text
         from seqtool.tasks.charlm.sampler import text_loss
 
         options.only(NAME)
@@ -202,7 +202,7 @@ def from_arrays(arrays: dict, meta: dict, path: str = "<model>") -> Predictor:
     cfg["embed"] = arrays["embed.weight"].shape[1]
     cfg["dropout"] = float(cfg.get("dropout") or 0.0)
     model = build_charlm(cfg, len(tokens), rng=np.random.default_rng(0))
-    from seqtool.modelfile import OPTIM_PREFIX
+    from seqtool.io.modelfile import OPTIM_PREFIX
 
     model.load_state_dict({k: v for k, v in arrays.items() if not k.startswith(OPTIM_PREFIX)})
     return Predictor(model, unit, tokens, path)
@@ -210,7 +210,7 @@ def from_arrays(arrays: dict, meta: dict, path: str = "<model>") -> Predictor:
 
 def load(path, device: str = "cpu") -> Predictor:
     """A charlm model file on ``device``; wrong task, truncated or tampered files raise SeqtoolError."""
-    from seqtool.modelfile import load_model
+    from seqtool.io.modelfile import load_model
 
     arrays, meta = load_model(path, expect_task=NAME)
     return from_arrays(arrays, meta, str(path)).to(device)

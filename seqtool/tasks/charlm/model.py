@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import functional as F
+from seqtool.core import functional as F
 from seqtool.data import text as textdata
 from seqtool.errors import UsageError
 from seqtool.nn import GRU, LSTM, RNN, Embedding, Linear, Module

@@ -20,7 +20,7 @@ import numpy as np
 
 from seqtool.device import cuda_kernels_for_host_arrays
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.xp import arange, asarray_on, is_device_array, to_host
+from seqtool.core.xp import arange, asarray_on, is_device_array, to_host
 
 if TYPE_CHECKING:
     from seqtool.tasks.charlm import Predictor
@@ -91,7 +91,7 @@ class _Detokenizer:
 def _forward(model: Predictor, ids: np.ndarray, state=None, lengths=None):
     """Run (T, N) ids through the recurrent layers: returns top outputs (T, N, H) and the state
     ((L, N, H) h and c; c is None for gru/rnn)."""
-    from seqtool.autograd import no_grad
+    from seqtool.core.autograd import no_grad
 
     x = model.embed[asarray_on(ids, like=model.embed)]  # (T, N, E)
     with no_grad():

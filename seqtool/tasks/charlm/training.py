@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool.autograd import Tensor, no_grad
+from seqtool.core.autograd import Tensor, no_grad
 from seqtool.data import text as textdata
 from seqtool.errors import SeqtoolError
-from seqtool.losses import cross_entropy
+from seqtool.core.losses import cross_entropy
 from seqtool.tasks.charlm.model import CharLM, config_of, decode
-from seqtool.xp import to_host
+from seqtool.core.xp import to_host
 
 __all__ = ["CharLMTask"]
 

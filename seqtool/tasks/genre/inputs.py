@@ -75,7 +75,7 @@ def piece_features(path, spec: InputSpec) -> np.ndarray:
         return score_features(notes)
     if not name.endswith(AUDIO_EXTS):
         raise SeqtoolError(f"{path}: not an audio file ({' '.join(AUDIO_EXTS)}); the model reads audio")
-    from seqtool.audio import FeatureConfig, logmel, read_audio
+    from seqtool.data.audio import FeatureConfig, logmel, read_audio
 
     cfg = FeatureConfig.from_dict(spec.features)
     signal, _ = read_audio(path, cfg.sr)
@@ -108,7 +108,7 @@ def read_list(path_or_dash: str, label_regex: str | None = None):
     """[(path, label, where)] from a list file ('-': stdin): one path per line, optionally
     followed by a tab and the label; without one the label is the regex match on the file name
     (label_regex) or the parent folder's name. Blank lines and lines starting with # are skipped."""
-    from seqtool.fileio import display_name, open_input
+    from seqtool.io.fileio import display_name, open_input
 
     name = display_name(path_or_dash)
     base = "" if path_or_dash == "-" else os.path.dirname(path_or_dash)
@@ -219,7 +219,7 @@ def _spec_of_files(data: str, entries, spec: InputSpec | None, voices: str,
     elif spec.kind != kind:
         raise SeqtoolError(f"{data}: {kind} files, but the model reads {spec.kind}")
     if spec.kind == "audio" and spec.features is None:
-        from seqtool.audio import FeatureConfig
+        from seqtool.data.audio import FeatureConfig
 
         spec.features = FeatureConfig().to_dict()
     return spec

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import functional as F
-from seqtool.autograd import Tensor, no_grad
+from seqtool.core import functional as F
+from seqtool.core.autograd import Tensor, no_grad
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.nn import GRU, LSTM, RNN, Linear, Module
-from seqtool.xp import to_host
+from seqtool.core.xp import to_host
 
 __all__ = ["GenreNet", "POOLS", "config_of", "build_genre", "pad_batch", "chunk_probabilities"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqtool import modelfile
+from seqtool.io import modelfile
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.tasks.base import Record, Report, TaskOptions
 from seqtool.tasks.genre.inputs import InputSpec, Piece, prediction_inputs, read_data
@@ -40,7 +40,7 @@ class Predictor:
         """A Record per piece of ``inputs`` (files, folders, JSONL of scores, '-' for paths on
         stdin): path, predicted label, then P(class) per class in the model's label order
         (stated on stderr). Records come one at a time as the inputs are read."""
-        from seqtool.train import NullReporter
+        from seqtool.training.trainer import NullReporter
 
         options.only(NAME)
         reporter = reporter or NullReporter()
@@ -75,7 +75,7 @@ class Predictor:
 
 def load_genre(path) -> Predictor:
     """The genre model in file ``path``, on the host."""
-    from seqtool.audio import FeatureConfig, Normalizer
+    from seqtool.data.audio import FeatureConfig, Normalizer
 
     arrays, meta = modelfile.load_model(path, expect_task=NAME)
     try:

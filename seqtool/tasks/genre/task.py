@@ -1,4 +1,4 @@
-"""The trainer's view of the genre task (seqtool.train.Trainer protocol).
+"""The trainer's view of the genre task (seqtool.training.trainer.Trainer protocol).
 
 Training sees random crops of at most seq_len steps of each piece (a different crop every epoch),
 grouped into batches of similar length so little of a batch is padding. Validation averages the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.losses import cross_entropy
+from seqtool.core.losses import cross_entropy
 from seqtool.tasks.genre.inputs import InputSpec, Piece
 from seqtool.tasks.genre.model import GenreNet, chunk_probabilities, config_of, pad_batch
 

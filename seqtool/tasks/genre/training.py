@@ -66,7 +66,7 @@ class _Choices:
 
 def from_options(request: TrainRequest) -> TrainJob:
     """A genre TrainJob: DATA read, classes found, pieces split and normalised, model built."""
-    from seqtool.train import NullReporter
+    from seqtool.training.trainer import NullReporter
 
     reporter = request.reporter or NullReporter()
     check_output(request.output)
@@ -101,8 +101,8 @@ def _one_data(request: TrainRequest) -> str:
 
 def _merge_checkpoint(given: _Choices, request: TrainRequest) -> _Choices:
     """--resume: given options must match the checkpoint's architecture and input settings."""
-    from seqtool import modelfile
-    from seqtool.audio import Normalizer
+    from seqtool.io import modelfile
+    from seqtool.data.audio import Normalizer
 
     meta = modelfile.read_meta(request.resume, expect_task=NAME)
     architecture = merge_given(given.architecture, meta.get("config") or {})
@@ -126,7 +126,7 @@ def _read_pieces(request: TrainRequest, data: str, spec: InputSpec | None, repor
     strict, exclude = bool(request.options.get("strict")), request.get("exclude", ())
     if spec is not None:
         return read_data(data, spec, strict=strict, exclude=exclude, reporter=reporter)
-    from seqtool.audio import FeatureConfig
+    from seqtool.data.audio import FeatureConfig
 
     features = {k: v for k, v in request.given(FEATURE_KEYS).items() if v is not None}
     pieces, spec = read_data(data, None, request.get("voices", DEFAULTS["voices"]), strict, exclude,
@@ -164,7 +164,7 @@ def _split(pieces: list[Piece], val_frac: float, seed):
 def _normalise(pieces: list[Piece], train: list[Piece], normalizer, spec: InputSpec, resume):
     """Standardise every piece's features in place with the training pieces' statistics (or the
     checkpoint's); returns the normaliser."""
-    from seqtool.audio import Normalizer
+    from seqtool.data.audio import Normalizer
 
     if normalizer is None:
         normalizer = Normalizer().fit([p.features for p in train])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqtool.audio import FeatureConfig, logmel, read_audio
+from seqtool.data.audio import FeatureConfig, logmel, read_audio
 from seqtool.data.events import Event, check_labels, events_to_roll, group_by_file, read_events
 from seqtool.errors import SeqtoolError
 
@@ -64,7 +64,7 @@ def load_recordings(audio_dir, annotations, cfg: FeatureConfig, labels=None, rep
     labels=None takes the sorted labels of the annotations; given labels (a model's) make an
     unknown one an error naming the annotation line.
     """
-    from seqtool.train import NullReporter
+    from seqtool.training.trainer import NullReporter
 
     audio_dir = os.fspath(audio_dir)
     if not os.path.isdir(audio_dir):
@@ -103,7 +103,7 @@ def split_recordings(recordings, val_frac: float, rng: np.random.Generator):
 
 def audio_inputs(inputs) -> list[str]:
     """Audio inputs of predict: files, '-', or folders (their .wav/.flac/.ogg files, sorted)."""
-    from seqtool.synth import AUDIO_EXTS
+    from seqtool.data.synth import AUDIO_EXTS
 
     out = []
     for p in map(os.fspath, inputs or ("-",)):

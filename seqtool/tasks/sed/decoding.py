@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqtool import modelfile
-from seqtool.audio import FeatureConfig, Normalizer, logmel, read_audio
-from seqtool.autograd import no_grad
+from seqtool.io import modelfile
+from seqtool.data.audio import FeatureConfig, Normalizer, logmel, read_audio
+from seqtool.core.autograd import no_grad
 from seqtool.data.events import Event, roll_to_events
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.tasks.sed.model import DEFAULTS, NAME, SEDModel, build_sed
-from seqtool.xp import expit, to_host
+from seqtool.core.xp import expit, to_host
 
 __all__ = ["Detector", "load_sed", "window_starts", "frame_logits", "probabilities", "median_frames",
            "detect", "parse_thresholds"]

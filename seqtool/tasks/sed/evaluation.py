@@ -7,7 +7,7 @@ import math
 
 from seqtool.data.events import read_events
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.sed_metrics import dcase_scores
+from seqtool.metrics.sed import dcase_scores
 from seqtool.tasks.base import Report, TaskOptions
 from seqtool.tasks.sed.data import match_table_names
 from seqtool.tasks.sed.model import NAME

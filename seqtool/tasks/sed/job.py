@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from seqtool import modelfile
-from seqtool.audio import FeatureConfig, Normalizer
+from seqtool.io import modelfile
+from seqtool.data.audio import FeatureConfig, Normalizer
 from seqtool.errors import UsageError
 from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_output, fill_defaults,
                                 merge_given, reporter_of,

@@ -2,7 +2,7 @@
 
 Model file: task "sed"; config {"cell", "hidden", "layers", "bidirectional", "dropout",
 "window"} (window: frames per training window, also the inference window); meta["labels"] =
-class names in output order; meta["features"] = seqtool.audio.FeatureConfig as a dict;
+class names in output order; meta["features"] = seqtool.data.audio.FeatureConfig as a dict;
 meta["normalizer"] = per-band {"mean", "std"} of the training features; meta["decode"] =
 {"threshold", "median_ms"}, the defaults of predict/eval; meta["data_options"] = the training
 data options, so --resume needs no repeated flags. Parameters: rnn.* (seqtool.nn names),

@@ -50,7 +50,7 @@ class Predictor:
         return self._records(audio_inputs(inputs), decoding, options, reporter_of(reporter))
 
     def _records(self, paths: list, decoding: tuple, options: TaskOptions, reporter) -> Iterator[Record]:
-        from seqtool.fileio import display_name
+        from seqtool.io.fileio import display_name
 
         det, rolls = self.detector, []
         for path in paths:
@@ -63,7 +63,7 @@ class Predictor:
             if options.get("png"):
                 rolls.append(probs)
         if options.get("png") and rolls:
-            from seqtool.png import write_png
+            from seqtool.io.png import write_png
 
             write_png(options["png"], roll_image(rolls))
             reporter.info(f"piano-roll ({', '.join(det.labels)} from top) written to {options['png']}")

@@ -46,7 +46,7 @@ def draw_roll(probs, labels, hop_s, name, width=None):
 def roll_image(rolls):
     """(H, W, 3) uint8 image: one 12-pixel band per class for each input, inputs stacked with a
     4-pixel gap; columns are frames."""
-    from seqtool.png import heatmap_rgb
+    from seqtool.io.png import heatmap_rgb
 
     width = max(len(p) for p in rolls)
     parts = []

@@ -1,4 +1,4 @@
-"""The trainer's view of sed (seqtool.train.Trainer's task protocol).
+"""The trainer's view of sed (seqtool.training.trainer.Trainer's task protocol).
 
 Training cuts every recording into windows of `window` frames that overlap by half; each epoch
 shifts them by a random jitter and shuffles them. Validation decodes whole recordings as predict
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool.audio import FeatureConfig, Normalizer
+from seqtool.data.audio import FeatureConfig, Normalizer
 from seqtool.errors import SeqtoolError
-from seqtool.losses import bce_with_logits
-from seqtool.sed_metrics import event_based, segment_based
+from seqtool.core.losses import bce_with_logits
+from seqtool.metrics.sed import event_based, segment_based
 from seqtool.tasks.sed.decoding import detect, frame_logits, probabilities, window_starts
 from seqtool.tasks.sed.model import NAME, SEDModel, config_of
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqtool import modelfile
-from seqtool.autograd import Tensor, no_grad
+from seqtool.io import modelfile
+from seqtool.core.autograd import Tensor, no_grad
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.tasks.seq2seq.model import Seq2Seq, build_seq2seq
 from seqtool.tasks.seq2seq.text import EOS, PAD, SOS, UNITS, Vocab, detokenize, tokenize
-from seqtool.xp import asarray_on, to_host
+from seqtool.core.xp import asarray_on, to_host
 
 __all__ = ["EVAL_BATCH", "Hypothesis", "Translator", "load_seq2seq"]
 

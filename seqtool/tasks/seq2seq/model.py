@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqtool import functional as F
-from seqtool.autograd import Tensor
+from seqtool.core import functional as F
+from seqtool.core.autograd import Tensor
 from seqtool.errors import UsageError
 from seqtool.nn import ATTENTIONS, GRU, LSTM, RNN, Attention, Embedding, Linear, Module, cell_step
 from seqtool.tasks.seq2seq.text import PAD
-from seqtool.xp import asarray_on, to_host
+from seqtool.core.xp import asarray_on, to_host
 
 __all__ = ["CONFIG_KEYS", "OLDER_FILE_CONFIG", "Memory", "Seq2Seq", "config_of", "build_seq2seq"]
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from seqtool.data.pairs import read_pairs
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.fileio import display_name, open_input
+from seqtool.io.fileio import display_name, open_input
 from seqtool.tasks.base import Record, Report, TaskOptions, reporter_of
 from seqtool.tasks.seq2seq import metrics
 from seqtool.tasks.seq2seq.decode import EVAL_BATCH, Translator
@@ -43,7 +43,7 @@ def draw_attention(weights, source_tokens, target_tokens) -> list[str]:
 
 def _attention_png(directory: str, number: int, weights) -> str:
     """Write the map of sentence `number` as DIR/attention-NNNNNN.png; rows are target tokens."""
-    from seqtool.png import heatmap_rgb, write_png
+    from seqtool.io.png import heatmap_rgb, write_png
 
     path = os.path.join(directory, f"attention-{number:06d}.png")
     write_png(path, heatmap_rgb(np.asarray(weights), vmin=0.0, vmax=1.0, scale=_PNG_CELL))

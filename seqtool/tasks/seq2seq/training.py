@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import modelfile
-from seqtool.autograd import no_grad
+from seqtool.io import modelfile
+from seqtool.core.autograd import no_grad
 from seqtool.data.pairs import read_pairs
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.losses import cross_entropy
+from seqtool.core.losses import cross_entropy
 from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_output, fill_defaults,
                                 merge_given, reporter_of,
                                 stored_or_given, train_settings, validation_interval)

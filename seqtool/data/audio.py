@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from seqtool.errors import SeqtoolError
-from seqtool.fileio import atomic_write_bytes
+from seqtool.io.fileio import atomic_write_bytes
 
 STDIO = "-"
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool.xp import asarray_on, expit, is_device_array, scatter_add, zeros
+from seqtool.core.xp import asarray_on, expit, is_device_array, scatter_add, zeros
 
 __all__ = ["Tensor", "Function", "no_grad", "is_grad_enabled", "tensor"]
 
@@ -253,12 +253,12 @@ class Tensor:
         return ReLU.apply(self)
 
     def softmax(self, axis=-1):
-        from seqtool.functional import softmax
+        from seqtool.core.functional import softmax
 
         return softmax(self, axis)
 
     def log_softmax(self, axis=-1):
-        from seqtool.functional import log_softmax
+        from seqtool.core.functional import log_softmax
 
         return log_softmax(self, axis)
 

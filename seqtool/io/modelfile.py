@@ -32,8 +32,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from seqtool.errors import SeqtoolError
-from seqtool.fileio import atomic_write_bytes
-from seqtool.xp import is_device_array, to_host
+from seqtool.io.fileio import atomic_write_bytes
+from seqtool.core.xp import is_device_array, to_host
 
 __all__ = [
     "FORMAT_VERSION", "TASKS", "OPTIM_PREFIX", "save_model", "load_model", "read_meta",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool.autograd import Tensor, no_grad
+from seqtool.core.autograd import Tensor, no_grad
 
 __all__ = ["numeric_grad", "gradcheck"]
 

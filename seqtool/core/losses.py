@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool.autograd import Function, Tensor, _lift
-from seqtool.functional import _t
-from seqtool.xp import arange, asarray_on, expit
+from seqtool.core.autograd import Function, Tensor, _lift
+from seqtool.core.functional import _t
+from seqtool.core.xp import arange, asarray_on, expit
 
 __all__ = ["cross_entropy", "bce_with_logits", "mse"]
 

@@ -1,6 +1,6 @@
 """Differentiable operations on Tensors (the function forms), plus the network ops.
 
-Arithmetic, reductions, shapes and indexing are defined in `seqtool.autograd` next to Tensor;
+Arithmetic, reductions, shapes and indexing are defined in `seqtool.core.autograd` next to Tensor;
 the ops used by layers (linear, embedding, softmax, dropout, ...) are defined here, each forward
 beside its backward. Every function accepts Tensors or array-likes.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import gemm
-from seqtool.xp import asarray_on, is_device_array, scatter_add, zeros
+from seqtool.core import gemm
+from seqtool.core.xp import asarray_on, is_device_array, scatter_add, zeros
 
-from seqtool.autograd import (
+from seqtool.core.autograd import (
     Cast,
     Exp,
     Function,

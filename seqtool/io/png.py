@@ -51,7 +51,7 @@ def write_png(path, rgb: np.ndarray) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    from seqtool.fileio import atomic_open
+    from seqtool.io.fileio import atomic_open
 
     with atomic_open(path, "wb") as f:
         f.write(data)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqtool.audio import read_audio, write_wav
+from seqtool.data.audio import read_audio, write_wav
 from seqtool.data.events import Event, read_events, write_events_file
 from seqtool.errors import SeqtoolError
 

@@ -102,7 +102,7 @@ def _synchronize(device: str) -> None:
 
 def seqtool_step(cfg: BenchConfig, model=None, device: str = "cpu") -> tuple[Callable[[], None], object]:
     """(step, model): step() runs one forward + backward + SGD update of the model on `device`."""
-    from seqtool.autograd import Tensor
+    from seqtool.core.autograd import Tensor
     from seqtool.device import module_to, put
     from seqtool.optim import SGD
 
@@ -156,7 +156,7 @@ def torch_step(cfg: BenchConfig, threads: int, state_dict: dict | None = None, d
         model = torch.nn.RNN(cfg.input_size, cfg.hidden, cfg.layers, nonlinearity=cfg.nonlinearity,
                              bidirectional=cfg.bidirectional)
     if state_dict is not None:
-        from seqtool.xp import to_host
+        from seqtool.core.xp import to_host
 
         model.load_state_dict({k: torch.from_numpy(np.array(to_host(v), np.float32))
                                for k, v in state_dict.items()})

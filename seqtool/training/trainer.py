@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from seqtool import device as seqtool_device
-from seqtool import modelfile
+from seqtool.io import modelfile
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.optim import ReduceLROnPlateau, clip_grad_norm, make_optimizer
 

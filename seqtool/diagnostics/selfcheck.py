@@ -1,7 +1,7 @@
 """The kernel self-test behind `seqtool check`: naive reference + float64 gradchecks.
 
 Every cell variant x direction x (full / ragged lengths) runs the fused kernel through its
-autograd Function on a small float64 problem and is compared with seqtool.reference (values)
+autograd Function on a small float64 problem and is compared with seqtool.diagnostics.reference (values)
 and with central differences (every input's gradient).
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from seqtool import reference
-from seqtool.autograd import Tensor
-from seqtool.gradcheck import gradcheck
+from seqtool.diagnostics import reference
+from seqtool.core.autograd import Tensor
+from seqtool.diagnostics.gradcheck import gradcheck
 
 VARIANTS = [  # (name, cell, options)
     ("lstm", "lstm", {}),
@@ -66,7 +66,7 @@ def run_variant(cell, options, reverse, ragged, seed=0, device="cpu"):
     """(forward error, gradient error, ok) of one variant; its kernels run on `device`, while
     the reference and the finite differences stay on the host (inputs and outputs cross over
     through F.to_device, which carries the gradients back)."""
-    from seqtool import functional as F
+    from seqtool.core import functional as F
 
     arrays, lengths = problem(cell, ragged=ragged, seed=seed)
     layer = layer_function(cell)

@@ -79,7 +79,7 @@ def _fmt_num(v) -> str:
 
 
 def _summary(path, arrays: dict, meta: dict) -> dict:
-    from seqtool.modelfile import OPTIM_PREFIX, parameter_count
+    from seqtool.io.modelfile import OPTIM_PREFIX, parameter_count
 
     optim_arrays = sum(1 for k in arrays if k.startswith(OPTIM_PREFIX))
     sets = {"vocab": _collections(meta.get("vocab")), "labels": _collections(meta.get("labels"))}
@@ -123,7 +123,7 @@ def _text(summary: dict, sets: dict) -> str:
 
 def describe(path) -> Report:
     """Task, architecture, parameter count, vocabulary/labels and training history of a file."""
-    from seqtool.modelfile import load_model
+    from seqtool.io.modelfile import load_model
 
     arrays, meta = load_model(path)
     summary, sets = _summary(path, arrays, meta)
