@@ -35,12 +35,18 @@ def check_output(path: str) -> None:
 
 def run_training(task, output: str, settings, rng, out: Reporter, resume, device: str = "cpu") -> None:
     """Train `task` on `device` (its model moves there; the file written is device-neutral)."""
-    from seqtool.train import Trainer
+    from seqtool.interrupt import deferred_interrupts
+    from seqtool.train import Trainer, TrainingInterrupted
 
-    trainer = Trainer(task, output, settings, rng=rng, reporter=out, resume=resume, device=device)
-    n = sum(p.size for p in trainer.params)
-    out.info(f"training {task.name}: {n:,} parameters -> {output}")
-    trainer.run()
+    try:
+        with deferred_interrupts():  # from here on a Ctrl-C still ends with a saved model
+            trainer = Trainer(task, output, settings, rng=rng, reporter=out, resume=resume, device=device)
+            n = sum(p.size for p in trainer.params)
+            out.info(f"training {task.name}: {n:,} parameters -> {output}")
+            trainer.run()
+    except TrainingInterrupted as e:
+        click.echo(f"\nseqtool: {e}", err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 # name -> (module, attribute, short help), as in seqtool.cli.main.COMMANDS.
