@@ -35,17 +35,20 @@ def check_output(path: str) -> None:
 
 def run_training(task, output: str, settings, rng, out: Reporter, resume, device: str = "cpu") -> None:
     """Train `task` on `device` (its model moves there; the file written is device-neutral)."""
+    from seqtool.distributed import current_world
     from seqtool.interrupt import deferred_interrupts
     from seqtool.train import Trainer, TrainingInterrupted
 
+    notice = "finishing the current step; Ctrl-C again to abort" if current_world().is_root else None
     try:
-        with deferred_interrupts():  # from here on a Ctrl-C still ends with a saved model
+        with deferred_interrupts(first_notice=notice):  # from here on a Ctrl-C still ends with a saved model
             trainer = Trainer(task, output, settings, rng=rng, reporter=out, resume=resume, device=device)
             n = sum(p.size for p in trainer.params)
             out.info(f"training {task.name}: {n:,} parameters -> {output}")
             trainer.run()
     except TrainingInterrupted as e:
-        click.echo(f"\nseqtool: {e}", err=True)
+        if current_world().is_root:
+            click.echo(f"\nseqtool: {e}", err=True)
         raise click.exceptions.Exit(130) from None
 
 
@@ -60,7 +63,47 @@ TRAIN_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-@click.group("train", cls=LazyGroup, lazy_commands=TRAIN_COMMANDS)
+class _TrainGroup(LazyGroup):
+    """Under mpiexec each rank runs the command: set-up errors are reported once by rank 0, a
+    rank failing later stops all with a line naming it (see seqtool.distributed)."""
+
+    def invoke(self, ctx):
+        from seqtool.distributed import launched_by_mpi
+
+        if not launched_by_mpi():
+            return super().invoke(ctx)
+        from seqtool.distributed import PeerFailure, StartupFailure, silent_unless, start_world
+
+        world = start_world()
+        with silent_unless(world.is_root):
+            try:
+                return super().invoke(ctx)
+            except click.exceptions.Exit:
+                raise
+            except StartupFailure as e:
+                failure = e
+            except BaseException as e:  # noqa: BLE001 - every failure must reach the other ranks
+                failure = world.after_failure(*_describe(e), name_self=not isinstance(e, PeerFailure))
+        if world.is_root:
+            click.echo(f"seqtool: error: {failure}", err=True)
+        raise click.exceptions.Exit(failure.code)
+
+
+def _describe(e: BaseException) -> tuple[str, int]:
+    """(one-line message, exit status) as seqtool.cli.main would report `e`."""
+    from seqtool.errors import SeqtoolError, UsageError
+
+    if isinstance(e, UsageError):
+        return str(e), 2
+    if isinstance(e, click.ClickException):
+        return e.format_message(), e.exit_code
+    if isinstance(e, (KeyboardInterrupt, click.Abort)):
+        return "interrupted", 130
+    text = str(e) if isinstance(e, SeqtoolError) else f"{type(e).__name__}: {e}"
+    return " ".join(text.split()), 1
+
+
+@click.group("train", cls=_TrainGroup, lazy_commands=TRAIN_COMMANDS)
 def train():
     """Train a model (one subcommand per task)."""
 

@@ -27,6 +27,7 @@ position, carried task arrays and history, and continues bit for bit.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from numba.core import event as numba_event
 
 from seqtool import device as seqtool_device
 from seqtool import modelfile
+from seqtool.distributed import Agreement, Replicas, current_world, fingerprint
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.interrupt import deferred_interrupts
 from seqtool.optim import ReduceLROnPlateau, clip_grad_norm, make_optimizer
@@ -109,16 +111,24 @@ class TrainSettings:
 
 
 class Trainer:
-    """Runs ``task`` until a stopping rule fires; ``run()`` returns a summary dict."""
+    """Runs ``task`` until a stopping rule fires; ``run()`` returns a summary dict.
+
+    Under ``mpiexec`` (``world``: seqtool.distributed.current_world()) every rank runs a Trainer
+    on the same global batches; see seqtool.distributed.Replicas for what a step does there.
+    Only rank 0 reports, validates and writes files; decisions reach every rank.
+    """
 
     def __init__(self, task, output, settings: TrainSettings, rng: np.random.Generator | None = None,
-                 reporter=None, resume=None, clock=time.monotonic, device: str = "cpu"):
+                 reporter=None, resume=None, clock=time.monotonic, device: str = "cpu", world=None):
         settings.check()
         self.task, self.output, self.s = task, output, settings
+        self.world = world if world is not None else current_world()
+        if self.world.size > 1 and device != "cpu":
+            raise UsageError("training on several MPI ranks runs on the CPU; use --device cpu")
         self.device = device
         seqtool_device.use(device)  # one-line error without a GPU
         self.model = seqtool_device.module_to(task.model, device)  # before the optimizer's state
-        self.reporter = reporter or NullReporter()
+        self.reporter = (reporter or NullReporter()) if self.world.is_root else NullReporter()
         self.clock = clock
         self.params = list(self.model.parameters())
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -135,8 +145,24 @@ class Trainer:
         self.best_weights = None  # in memory only: restored at the end when --patience is on
         self.rollbacks = 0
         self._snapshot = None
+        self.replicas = Replicas(self.world, task, self.params)
+        self._carried_axis = getattr(task, "carried_batch_axis", None)
         if resume is not None:
             self._load_checkpoint(resume)
+        self._start_together()
+
+    def _start_together(self) -> None:
+        """Check that every rank was started alike (reported once), then take rank 0's weights
+        and optimizer state, so all ranks begin identical. Nothing to do on one process."""
+        if self.world.size == 1:
+            return
+        n_params = sum(int(p.size) for p in self.params)
+        self.world.check_start(fingerprint(sys.argv[1:], self.s.to_json(), self.task.meta(),
+                                           self.task.data_state(), n_params))
+        state = self.world.bcast((self.model.state_dict(), self.optimizer.state_dict()), "start-up")
+        if not self.world.is_root:
+            self.model.load_state_dict(state[0])
+            self.optimizer.load_state_dict(state[1])
 
     # ---------------------------------------------------------------- state in and out
 
@@ -163,8 +189,10 @@ class Trainer:
         meta["training"] = self.s.to_json()
         opt = self.optimizer.state_dict()
         optim_arrays = dict(opt["arrays"])
-        for k, v in self.task.state_arrays().items():
+        for k, v in self.replicas.gather_arrays(self.task.state_arrays(), self._carried_axis).items():
             optim_arrays[TASK_ARRAY_PREFIX + k] = v
+        if not self.world.is_root:  # the gather above is collective; the file is rank 0's
+            return
         modelfile.save_checkpoint(path or self.output, self.model.state_dict(), meta, optim_arrays,
                                   opt["scalars"], self.rng, self._state_json())
 
@@ -178,6 +206,7 @@ class Trainer:
                        if k.startswith(TASK_ARRAY_PREFIX)}
         opt_arrays = {k: v for k, v in ck.optim_arrays.items() if not k.startswith(TASK_ARRAY_PREFIX)}
         self.optimizer.load_state_dict({"scalars": ck.optim_state, "arrays": opt_arrays})
+        task_arrays = self.replicas.shard_arrays(task_arrays, self._carried_axis)
         self.task.load_state_arrays(seqtool_device.put_tree(task_arrays, self.device))
         self.task.load_data_state(st["data"])
         self.scheduler.load_state_dict(st["scheduler"])
@@ -228,9 +257,18 @@ class Trainer:
             return "steps"
         if s.epochs is not None and self.epoch >= s.epochs:
             return "epochs"
-        if s.time_budget is not None and self._budget_used(started) >= s.time_budget:
+        if s.time_budget is not None and self._time_up(started):
             return "time budget"
         return None
+
+    def _time_up(self, started: float) -> bool:
+        if self.world.size > 1:  # rank 0's clock, as every rank learnt at the last step
+            return self._agreed.time_up
+        return self._budget_used(started) >= self.s.time_budget
+
+    def _stop_requested(self) -> bool:
+        """Ctrl-C (on any rank: all stop after the same step)."""
+        return self._agreed.interrupted if self.world.size > 1 else self._interrupts.requested
 
     def _budget_used(self, started: float) -> float:
         """Seconds counted against --time-budget: kernel compilation (first run only) is not."""
@@ -244,7 +282,7 @@ class Trainer:
         but leaves the lr schedule and patience alone, so stopping early and resuming continues
         exactly as an uninterrupted run would.
         """
-        result = self.task.evaluate()
+        result = self.world.bcast(self.task.evaluate() if self.world.is_root else None, "validation")
         if train_loss is not None:
             self.history["train_loss"].append([self.step, round(float(train_loss), 6)])
         record = {"event": "validation", "step": self.step, "epoch": self.epochs_done(),
@@ -295,6 +333,8 @@ class Trainer:
                 while self.stop_reason is None:
                     self._run_epoch()
         except KeyboardInterrupt:
+            if self.world.size > 1:  # inside a step on one rank: no collective save possible
+                raise
             self._save_interrupted()
         if self.stop_reason == "interrupted":
             self._save_interrupted()
@@ -314,6 +354,7 @@ class Trainer:
         self._last_val_step = None
         self._empty_passes = 0
         self._in_step, self._before_step = False, None
+        self._agreed = Agreement(0.0, False, False)
         self.stop_reason = self._done(self._started)
         self._take_snapshot()
         # The bar counts whichever rule is set (steps, else epochs, else seconds) so rich's ETA
@@ -338,7 +379,7 @@ class Trainer:
                 self._in_step = False
                 self.epoch += 1
                 self.stop_reason = self._done(self._started) or (
-                    "interrupted" if self._interrupts.requested else None)
+                    "interrupted" if self._stop_requested() else None)
                 break
             n_batches += 1
             stepped = self._train_step(batch)
@@ -355,23 +396,28 @@ class Trainer:
             raise SeqtoolError("the training data gives no batches")
 
     def _train_step(self, batch) -> bool:
-        """Forward, backward, clip, update; False when a non-finite loss or gradient rolled back."""
+        """Forward, backward, (on several ranks: sum), clip, update; False when a non-finite
+        loss or gradient rolled back."""
         if self.device != "cpu":
             batch = seqtool_device.put_tree(batch, self.device)
-        loss = self.task.loss(batch)
-        value = float(loss.data)
-        if not math.isfinite(value):
-            self._rollback("non-finite loss")
-            return False
         for p in self.params:
             p.grad = None
-        loss.backward()
+        with self.replicas.own_randomness(self.rng):
+            loss = self.replicas.loss(batch)
+            value = None if loss is None else float(loss.data)
+            if value is not None and math.isfinite(value):
+                loss.backward()
+        time_up = self.s.time_budget is not None and self._budget_used(self._started) >= self.s.time_budget
+        self._agreed = self.replicas.reduce(value, self._interrupts.requested, time_up)
+        if not math.isfinite(self._agreed.loss):
+            self._rollback("non-finite loss")
+            return False
         if self.s.clip_norm and not math.isfinite(clip_grad_norm(self.params, self.s.clip_norm)):
             self._rollback("non-finite gradient")
             return False
         self.optimizer.step()
         self.step += 1
-        self._window.add(value, self.task.batch_tokens(batch))
+        self._window.add(self._agreed.loss, self.task.batch_tokens(batch))
         return True
 
     def _after_step(self) -> bool:
@@ -384,7 +430,7 @@ class Trainer:
         if self.step % s.val_every == 0:
             self._periodic_validation(now)
             ckpt = ckpt or s.checkpoint_every is None
-        if self._interrupts.requested:
+        if self._stop_requested():
             # After the step's validation, so the saved state is the uninterrupted run's.
             self.stop_reason = "interrupted"
         if ckpt and self.stop_reason is None:
