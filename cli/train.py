@@ -76,8 +76,8 @@ class _TrainGroup(LazyGroup):
 
         world = start_world()
         with silent_unless(world.is_root):
-            try:
-                return super().invoke(ctx)
+            try:  # click's own invoke: LazyGroup's would turn errors into exits before we see them
+                return click.Group.invoke(self, ctx)
             except click.exceptions.Exit:
                 raise
             except StartupFailure as e:

@@ -191,6 +191,7 @@ class MPIWorld:
         """After start-up: say which rank failed and why, in one line, and stop every rank."""
         _write_stderr(f"seqtool: error: {f'rank {self.rank}: ' if name_self else ''}{message}\n")
         self.comm.Abort(code)
+        os._exit(code)  # MPICH's MPI_Abort can return to the caller while the others are killed
 
     def after_failure(self, message: str, code: int, name_self: bool = True) -> StartupFailure:
         """This rank failed. Before start-up was agreed, join the start-up check (every rank
@@ -201,7 +202,6 @@ class MPIWorld:
             except StartupFailure as e:
                 return e
         self.fail(message, code, name_self)
-        raise AssertionError("MPI_Abort returned")
 
 
 @contextlib.contextmanager
