@@ -97,9 +97,6 @@ class Solo:
         if error is not None:
             raise StartupFailure(error[0], error[1])
 
-    def fail(self, message: str, code: int) -> None:  # never reached: errors propagate as usual
-        raise SeqtoolError(message)
-
 
 class MPIWorld:
     """MPI_COMM_WORLD through mpi4py, with polled collectives and one-line failure reports."""
@@ -115,7 +112,7 @@ class MPIWorld:
         node.Free()
         self.timeout = float(os.environ.get("SEQTOOL_MPI_TIMEOUT", timeout or DEFAULT_TIMEOUT_S))
         self.started = False  # True once every rank passed check_start
-        self._peers = None
+        self._peers = None  # (host, pid) of every rank, for the watchdog; unknown until gathered
         self._peers = self.allgather((socket.gethostname(), os.getpid()), "start-up")
 
     # ---- collectives (non-blocking, polled by the watchdog)
@@ -301,6 +298,7 @@ class Replicas:
     def __init__(self, world, task, params):
         self.world, self.task, self.params = world, task, params
         self._buffer, self._drew = None, False
+        self.reduce_seconds, self.reduce_calls = 0.0, 0
         if world.size > 1 and not hasattr(task, "split_batch"):
             raise SeqtoolError(f"the {task.name} task cannot be trained on several MPI ranks")
 
@@ -311,7 +309,10 @@ class Replicas:
         parts = self.task.split_batch(batch, self.world.size)
         total = float(sum(w for _, w in parts))
         mine, weight = parts[self.world.rank]
-        if weight == 0 or total == 0:
+        if weight == 0 and getattr(self.task, "carried_batch_axis", None) is not None:
+            raise SeqtoolError(f"the batch is too small for {self.world.size} ranks: each needs streams "
+                               "of its own (raise --batch or use fewer ranks)")
+        if weight == 0 or total == 0:  # e.g. an epoch's short last batch: nothing to add
             return None
         return self.task.loss(mine) * (weight / total)
 
@@ -338,7 +339,10 @@ class Replicas:
         if self.world.size == 1:
             return Agreement(value, interrupted, time_up)
         buf, views = self._pack(value, interrupted, time_up)
+        t0 = time.perf_counter()
         self.world.sum_(buf)
+        self.reduce_seconds += time.perf_counter() - t0  # for benchmarks/mpi_scaling.py
+        self.reduce_calls += 1
         n = len(self.params)
         for p, view, count in zip(self.params, views, buf[-n:]):
             p.grad = view if count > 0 else None
