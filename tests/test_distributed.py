@@ -232,6 +232,8 @@ def loss(self, batch):
     if RANK == 1 and calls[0] == 12:
         if FAULT == "raise":
             raise RuntimeError("injected fault")
+        if FAULT == "stall":
+            import time; time.sleep(120)
         os.kill(os.getpid(), signal.SIGKILL)
     return real(self, batch)
 charlm.CharLMTask.loss = loss
@@ -260,6 +262,18 @@ def test_a_failing_rank_stops_all_quickly_and_the_checkpoint_stays(fault, tmp_pa
     if fault == "raise":
         assert r.stderr.count("seqtool: error: rank 1: RuntimeError: injected fault") == 1, r.stderr
     assert load_checkpoint(out).training_state["step"] == 10  # the last periodic checkpoint
+
+
+@needs_mpi
+def test_a_stuck_rank_trips_the_watchdog(tmp_path):
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
+    out = tmp_path / "m.st"
+    r = _mpi(2, [*CHARLM, "-o", out, "--steps", "1000", "--checkpoint-every", "5"], launcher=str(launcher),
+             env={"FAULT": "stall", "SEQTOOL_MPI_TIMEOUT": "3"}, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.count("seqtool: error: no answer from every rank for 3 s during gradients") == 1, r.stderr
+    assert load_checkpoint(out).training_state["step"] == 10
 
 
 @needs_mpi
