@@ -41,7 +41,7 @@ def run_training(task, output: str, settings, rng, out: Reporter, resume, device
 
     notice = "finishing the current step; Ctrl-C again to abort" if current_world().is_root else None
     try:
-        with deferred_interrupts(first_notice=notice):  # from here on a Ctrl-C still ends with a saved model
+        with deferred_interrupts(first_notice=notice):  # a Ctrl-C from here on still saves a model
             trainer = Trainer(task, output, settings, rng=rng, reporter=out, resume=resume, device=device)
             n = sum(p.size for p in trainer.params)
             out.info(f"training {task.name}: {n:,} parameters -> {output}")
