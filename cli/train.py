@@ -23,7 +23,23 @@ def run_train(task: str, data, output: str, *, json_output: bool, quiet: bool, d
     require(device)  # before reading any data: one-line error without a GPU
     job = tasks.prepare(task, data, output, resume=resume, seed=seed, device=device, reporter=out,
                         **options)
-    job.run()
+    _run_saving_on_interrupt(job)
+
+
+def _run_saving_on_interrupt(job) -> None:
+    """Run a training job; a first Ctrl-C finishes the step and saves (exit 130), a second aborts."""
+    from seqtool.training.distributed import current_world
+    from seqtool.training.interrupt import deferred_interrupts
+    from seqtool.training.trainer import TrainingInterrupted
+
+    notice = "finishing the current step; Ctrl-C again to abort" if current_world().is_root else None
+    try:
+        with deferred_interrupts(first_notice=notice):  # a Ctrl-C from here on still saves a model
+            job.run()
+    except TrainingInterrupted as e:
+        if current_world().is_root:
+            click.echo(f"\nseqtool: {e}", err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 # name -> (module, attribute, short help), as in seqtool.cli.main.COMMANDS.
@@ -37,7 +53,47 @@ TRAIN_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-@click.group("train", cls=LazyGroup, lazy_commands=TRAIN_COMMANDS)
+class _TrainGroup(LazyGroup):
+    """Under mpiexec each rank runs the command: set-up errors are reported once by rank 0, a
+    rank failing later stops all with a line naming it (see seqtool.training.distributed)."""
+
+    def invoke(self, ctx):
+        from seqtool.training.distributed import launched_by_mpi
+
+        if not launched_by_mpi():
+            return super().invoke(ctx)
+        from seqtool.training.distributed import PeerFailure, StartupFailure, silent_unless, start_world
+
+        world = start_world()
+        with silent_unless(world.is_root):
+            try:  # click's own invoke: LazyGroup's would turn errors into exits before we see them
+                return click.Group.invoke(self, ctx)
+            except click.exceptions.Exit:
+                raise
+            except StartupFailure as e:
+                failure = e
+            except BaseException as e:  # noqa: BLE001 - every failure must reach the other ranks
+                failure = world.after_failure(*_describe(e), name_self=not isinstance(e, PeerFailure))
+        if world.is_root:
+            click.echo(f"seqtool: error: {failure}", err=True)
+        raise click.exceptions.Exit(failure.code)
+
+
+def _describe(e: BaseException) -> tuple[str, int]:
+    """(one-line message, exit status) as seqtool.cli.main would report `e`."""
+    from seqtool.errors import SeqtoolError, UsageError
+
+    if isinstance(e, UsageError):
+        return str(e), 2
+    if isinstance(e, click.ClickException):
+        return e.format_message(), e.exit_code
+    if isinstance(e, (KeyboardInterrupt, click.Abort)):
+        return "interrupted", 130
+    text = str(e) if isinstance(e, SeqtoolError) else f"{type(e).__name__}: {e}"
+    return " ".join(text.split()), 1
+
+
+@click.group("train", cls=_TrainGroup, lazy_commands=TRAIN_COMMANDS)
 def train():
     """Train a model (one subcommand per task)."""
 

@@ -27,23 +27,34 @@ position, carried task arrays and history, and continues bit for bit.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba.core import event as numba_event
 
 from seqtool import device as seqtool_device
 from seqtool.io import modelfile
+from seqtool.training.distributed import Agreement, Replicas, current_world, fingerprint
 from seqtool.errors import SeqtoolError, UsageError
+from seqtool.training.interrupt import deferred_interrupts
 from seqtool.optim import ReduceLROnPlateau, clip_grad_norm, make_optimizer
 
-__all__ = ["TrainSettings", "Trainer", "NullReporter", "TASK_ARRAY_PREFIX"]
+__all__ = ["TrainSettings", "Trainer", "NullReporter", "TrainingInterrupted", "TASK_ARRAY_PREFIX"]
 
 # Task arrays ride in the optimizer namespace ("optim/") so model loading and parameter counts
 # ignore them; this sub-prefix keeps them apart from the optimizer's own arrays.
 TASK_ARRAY_PREFIX = "_task/"
 MAX_ROLLBACKS = 3
+# What a cold kernel cache costs before the first step (measured: charlm LSTM 128 on 2 busy cores,
+# seqtool train charlm --steps 3 with an empty NUMBA_CACHE_DIR; later runs load the cache).
+COMPILE_ESTIMATE_S = 40
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a complete step; the message says where the checkpoint is."""
 
 
 class NullReporter:
@@ -100,16 +111,24 @@ class TrainSettings:
 
 
 class Trainer:
-    """Runs ``task`` until a stopping rule fires; ``run()`` returns a summary dict."""
+    """Runs ``task`` until a stopping rule fires; ``run()`` returns a summary dict.
+
+    Under ``mpiexec`` (``world``: seqtool.training.distributed.current_world()) every rank runs a Trainer
+    on the same global batches; see seqtool.training.distributed.Replicas for what a step does there.
+    Only rank 0 reports, validates and writes files; decisions reach every rank.
+    """
 
     def __init__(self, task, output, settings: TrainSettings, rng: np.random.Generator | None = None,
-                 reporter=None, resume=None, clock=time.monotonic, device: str = "cpu"):
+                 reporter=None, resume=None, clock=time.monotonic, device: str = "cpu", world=None):
         settings.check()
         self.task, self.output, self.s = task, output, settings
+        self.world = world if world is not None else current_world()
+        if self.world.size > 1 and device != "cpu":
+            raise UsageError("training on several MPI ranks runs on the CPU; use --device cpu")
         self.device = device
         seqtool_device.use(device)  # one-line error without a GPU
         self.model = seqtool_device.module_to(task.model, device)  # before the optimizer's state
-        self.reporter = reporter or NullReporter()
+        self.reporter = (reporter or NullReporter()) if self.world.is_root else NullReporter()
         self.clock = clock
         self.params = list(self.model.parameters())
         self.rng = rng if rng is not None else np.random.default_rng()
@@ -126,8 +145,24 @@ class Trainer:
         self.best_weights = None  # in memory only: restored at the end when --patience is on
         self.rollbacks = 0
         self._snapshot = None
+        self.replicas = Replicas(self.world, task, self.params)
+        self._carried_axis = getattr(task, "carried_batch_axis", None)
         if resume is not None:
             self._load_checkpoint(resume)
+        self._start_together()
+
+    def _start_together(self) -> None:
+        """Check that every rank was started alike (reported once), then take rank 0's weights
+        and optimizer state, so all ranks begin identical. Nothing to do on one process."""
+        if self.world.size == 1:
+            return
+        n_params = sum(int(p.size) for p in self.params)
+        self.world.check_start(fingerprint(sys.argv[1:], self.s.to_json(), self.task.meta(),
+                                           self.task.data_state(), n_params))
+        state = self.world.bcast((self.model.state_dict(), self.optimizer.state_dict()), "start-up")
+        if not self.world.is_root:
+            self.model.load_state_dict(state[0])
+            self.optimizer.load_state_dict(state[1])
 
     # ---------------------------------------------------------------- state in and out
 
@@ -154,8 +189,10 @@ class Trainer:
         meta["training"] = self.s.to_json()
         opt = self.optimizer.state_dict()
         optim_arrays = dict(opt["arrays"])
-        for k, v in self.task.state_arrays().items():
+        for k, v in self.replicas.gather_arrays(self.task.state_arrays(), self._carried_axis).items():
             optim_arrays[TASK_ARRAY_PREFIX + k] = v
+        if not self.world.is_root:  # the gather above is collective; the file is rank 0's
+            return
         modelfile.save_checkpoint(path or self.output, self.model.state_dict(), meta, optim_arrays,
                                   opt["scalars"], self.rng, self._state_json())
 
@@ -169,6 +206,7 @@ class Trainer:
                        if k.startswith(TASK_ARRAY_PREFIX)}
         opt_arrays = {k: v for k, v in ck.optim_arrays.items() if not k.startswith(TASK_ARRAY_PREFIX)}
         self.optimizer.load_state_dict({"scalars": ck.optim_state, "arrays": opt_arrays})
+        task_arrays = self.replicas.shard_arrays(task_arrays, self._carried_axis)
         self.task.load_state_arrays(seqtool_device.put_tree(task_arrays, self.device))
         self.task.load_data_state(st["data"])
         self.scheduler.load_state_dict(st["scheduler"])
@@ -219,9 +257,23 @@ class Trainer:
             return "steps"
         if s.epochs is not None and self.epoch >= s.epochs:
             return "epochs"
-        if s.time_budget is not None and self.clock() - started >= s.time_budget:
+        if s.time_budget is not None and self._time_up(started):
             return "time budget"
         return None
+
+    def _time_up(self, started: float) -> bool:
+        if self.world.size > 1:  # rank 0's clock, as every rank learnt at the last step
+            return self._agreed.time_up
+        return self._budget_used(started) >= self.s.time_budget
+
+    def _stop_requested(self) -> bool:
+        """Ctrl-C (on any rank: all stop after the same step)."""
+        return self._agreed.interrupted if self.world.size > 1 else self._interrupts.requested
+
+    def _budget_used(self, started: float) -> float:
+        """Seconds counted against --time-budget: kernel compilation (first run only) is not."""
+        compiling = getattr(self, "_compiling", None)
+        return self.clock() - started - (compiling.seconds if compiling is not None else 0.0)
 
     def _validate(self, train_loss: float | None, tok_rate: float, final: bool = False) -> bool:
         """Evaluate, record, adjust lr; returns True when early stopping says stop.
@@ -230,7 +282,7 @@ class Trainer:
         but leaves the lr schedule and patience alone, so stopping early and resuming continues
         exactly as an uninterrupted run would.
         """
-        result = self.task.evaluate()
+        result = self.world.bcast(self.task.evaluate() if self.world.is_root else None, "validation")
         if train_loss is not None:
             self.history["train_loss"].append([self.step, round(float(train_loss), 6)])
         record = {"event": "validation", "step": self.step, "epoch": self.epochs_done(),
@@ -241,14 +293,22 @@ class Trainer:
             val = float(result["loss"])
             self.history["val_loss"].append([self.step, round(val, 6)])
             record.update({k: v for k, v in result.items() if k != "loss"}, val_loss=val)
-            if val < self.best_val:
-                self.best_val, self.best_step = val, self.step
-                if self.s.patience is not None:
-                    self.best_weights = self.model.state_dict()
-            if not final:
-                self.bad_validations = 0 if self.best_step == self.step else self.bad_validations + 1
-                self.scheduler.step(val)
-            stop = self.s.patience is not None and self.bad_validations >= self.s.patience
+            stop = self._record_validation(val, final)
+        self._report_validation(record, train_loss, tok_rate)
+        return stop
+
+    def _record_validation(self, val: float, final: bool) -> bool:
+        """Best-so-far, patience and the lr schedule; True when early stopping says stop."""
+        if val < self.best_val:
+            self.best_val, self.best_step = val, self.step
+            if self.s.patience is not None:
+                self.best_weights = self.model.state_dict()
+        if not final:
+            self.bad_validations = 0 if self.best_step == self.step else self.bad_validations + 1
+            self.scheduler.step(val)
+        return self.s.patience is not None and self.bad_validations >= self.s.patience
+
+    def _report_validation(self, record: dict, train_loss: float | None, tok_rate: float) -> None:
         self.reporter.emit(record)
         val_txt = f" val {record['val_loss']:.4f}" if "val_loss" in record else ""
         tr_txt = f" train {train_loss:.4f}" if train_loss is not None else ""
@@ -257,116 +317,239 @@ class Trainer:
         hook = getattr(self.task, "on_validation", None)
         if hook is not None:
             hook(self.reporter)
-        return stop
 
     def _checkpoint(self) -> None:
         self.save()
         self.reporter.emit({"event": "checkpoint", "step": self.step, "path": str(self.output)})
 
     def run(self) -> dict:
-        s, task, opt, params = self.s, self.task, self.optimizer, self.params
-        started = self.clock()
-        seconds0 = self.seconds
-        start_step = self.step
-        loss_sum, loss_n, tokens, window_t = 0.0, 0, 0, self.clock()
-        tok_rate = 0.0
-        last_val_step = None
-        stop_reason = self._done(started)
-        empty_passes = 0
+        """Train until a stopping rule fires; save the model and return the summary record."""
+        self._begin()
+        try:
+            with deferred_interrupts() as self._interrupts, _CompileWatch(self) as self._compiling, \
+                    self.reporter.progress("training", total=self._bar_total) as bar:
+                self._bar = bar
+                bar.update(completed=self._bar_done(self._started))
+                while self.stop_reason is None:
+                    self._run_epoch()
+        except KeyboardInterrupt:
+            if self.world.size > 1:  # inside a step on one rank: no collective save possible
+                raise
+            self._save_interrupted()
+        if self.stop_reason == "interrupted":
+            self._save_interrupted()
+        self._final_validation()
+        self._restore_best()
+        self._checkpoint()
+        return self._summarize()
+
+    def _begin(self) -> None:
+        """The clocks, counters and progress bar of this invocation."""
+        s = self.s
+        self._compiling = None
+        self._started = self.clock()
+        self._seconds0, self._start_step = self.seconds, self.step
+        self._window = _Window(self._started)
+        self._tok_rate, self._last_bar = 0.0, 0.0
+        self._last_val_step = None
+        self._empty_passes = 0
+        self._in_step, self._before_step = False, None
+        self._agreed = Agreement(0.0, False, False)
+        self.stop_reason = self._done(self._started)
         self._take_snapshot()
         # The bar counts whichever rule is set (steps, else epochs, else seconds) so rich's ETA
         # column means something.
         if s.steps is not None:
-            total, done_now = float(s.steps), lambda now: self.step
+            self._bar_total, self._bar_done = float(s.steps), lambda now: self.step
         elif s.epochs is not None:
-            total, done_now = float(s.epochs), lambda now: self.epochs_done()
+            self._bar_total, self._bar_done = float(s.epochs), lambda now: self.epochs_done()
         else:
-            total, done_now = float(s.time_budget), lambda now: now - started
-        try:
-            with self.reporter.progress("training", total=total) as bar:
-                bar.update(completed=done_now(started))
-                last_bar = 0.0
-                while stop_reason is None:
-                    rolled_back, n_batches = False, 0
-                    for batch in task.train_batches(self.rng):
-                        n_batches += 1
-                        if self.device != "cpu":
-                            batch = seqtool_device.put_tree(batch, self.device)
-                        loss = task.loss(batch)
-                        value = float(loss.data)
-                        if not math.isfinite(value):
-                            self._rollback("non-finite loss")
-                            rolled_back = True
-                            break
-                        for p in params:
-                            p.grad = None
-                        loss.backward()
-                        if s.clip_norm:
-                            norm = clip_grad_norm(params, s.clip_norm)
-                            if not math.isfinite(norm):
-                                self._rollback("non-finite gradient")
-                                rolled_back = True
-                                break
-                        opt.step()
-                        self.step += 1
-                        loss_sum += value
-                        loss_n += 1
-                        tokens += task.batch_tokens(batch)
-                        now = self.clock()
-                        self.seconds = seconds0 + (now - started)
-                        if now - last_bar > 0.25:  # rich redraws are not free: throttle
-                            last_bar = now
-                            rate = tokens / max(now - window_t, 1e-9)
-                            bar.update(completed=min(done_now(now), total),
-                                       description=f"step {self.step} loss {loss_sum / loss_n:.3f} "
-                                                   f"{rate:,.0f} tok/s")
-                        validate = self.step % s.val_every == 0
-                        ckpt = s.checkpoint_every is not None and self.step % s.checkpoint_every == 0
-                        stop_reason = self._done(started)
-                        if validate:
-                            tok_rate = tokens / max(now - window_t, 1e-9)
-                            if self._validate(loss_sum / loss_n, tok_rate):
-                                stop_reason = "early stopping"
-                            last_val_step = self.step
-                            loss_sum, loss_n, tokens, window_t = 0.0, 0, 0, self.clock()
-                            self._take_snapshot()
-                            ckpt = ckpt or s.checkpoint_every is None
-                        if ckpt and stop_reason is None:
-                            self._checkpoint()
-                        if stop_reason is not None:
-                            break
-                    else:
-                        self.epoch += 1
-                        stop_reason = self._done(started)
-                    # One empty pass is normal (a checkpoint taken right after an epoch's last
-                    # batch resumes at its end); two in a row mean there is nothing to train on.
-                    empty_passes = empty_passes + 1 if n_batches == 0 and not rolled_back else 0
-                    if empty_passes >= 2:
-                        raise SeqtoolError("the training data gives no batches")
-        except KeyboardInterrupt:
-            # Keep what was learned; the CLI turns the re-raised interrupt into exit 130.
-            self.save()
-            self.reporter.emit({"event": "checkpoint", "step": self.step, "path": str(self.output),
-                                "interrupted": True})
-            raise
-        if last_val_step != self.step and self.step > start_step:
-            now = self.clock()
-            rate = tokens / max(now - window_t, 1e-9) if tokens else tok_rate
-            self._validate(loss_sum / loss_n if loss_n else None, rate, final=True)
-            tok_rate = rate if tokens else tok_rate
+            self._bar_total, self._bar_done = float(s.time_budget), lambda now: now - self._started
+
+    def _run_epoch(self) -> None:
+        """Steps over the rest of the epoch until it ends, a stopping rule fires or a rollback."""
+        batches = self.task.train_batches(self.rng)
+        n_batches, rolled_back = 0, False
+        while True:
+            # Where the data, RNG and carried arrays stood before this step: an interrupt that
+            # lands inside the step saves this position, so the resumed run redoes the step.
+            self._before_step, self._in_step = self._position(), True
+            batch = next(batches, _END)
+            if batch is _END:
+                self._in_step = False
+                self.epoch += 1
+                self.stop_reason = self._done(self._started) or (
+                    "interrupted" if self._stop_requested() else None)
+                break
+            n_batches += 1
+            stepped = self._train_step(batch)
+            self._in_step = False
+            if not stepped:
+                rolled_back = True
+                break
+            if self._after_step():
+                break
+        # One empty pass is normal (a checkpoint taken right after an epoch's last batch resumes
+        # at its end); two in a row mean there is nothing to train on.
+        self._empty_passes = self._empty_passes + 1 if n_batches == 0 and not rolled_back else 0
+        if self._empty_passes >= 2:
+            raise SeqtoolError("the training data gives no batches")
+
+    def _train_step(self, batch) -> bool:
+        """Forward, backward, (on several ranks: sum), clip, update; False when a non-finite
+        loss or gradient rolled back."""
+        if self.device != "cpu":
+            batch = seqtool_device.put_tree(batch, self.device)
+        for p in self.params:
+            p.grad = None
+        with self.replicas.own_randomness(self.rng):
+            loss = self.replicas.loss(batch)
+            value = None if loss is None else float(loss.data)
+            if value is not None and math.isfinite(value):
+                loss.backward()
+        time_up = self.s.time_budget is not None and self._budget_used(self._started) >= self.s.time_budget
+        self._agreed = self.replicas.reduce(value, self._interrupts.requested, time_up)
+        if not math.isfinite(self._agreed.loss):
+            self._rollback("non-finite loss")
+            return False
+        if self.s.clip_norm and not math.isfinite(clip_grad_norm(self.params, self.s.clip_norm)):
+            self._rollback("non-finite gradient")
+            return False
+        self.optimizer.step()
+        self.step += 1
+        self._window.add(self._agreed.loss, self.task.batch_tokens(batch))
+        return True
+
+    def _after_step(self) -> bool:
+        """Progress, stopping rules, validation and checkpoints after a step; True: stop now."""
+        s, now = self.s, self.clock()
+        self.seconds = self._seconds0 + (now - self._started)
+        self._update_bar(now)
+        ckpt = s.checkpoint_every is not None and self.step % s.checkpoint_every == 0
+        self.stop_reason = self._done(self._started)
+        if self.step % s.val_every == 0:
+            self._periodic_validation(now)
+            ckpt = ckpt or s.checkpoint_every is None
+        if self._stop_requested():
+            # After the step's validation, so the saved state is the uninterrupted run's.
+            self.stop_reason = "interrupted"
+        if ckpt and self.stop_reason is None:
+            self._checkpoint()
+        return self.stop_reason is not None
+
+    def _update_bar(self, now: float) -> None:
+        if now - self._last_bar > 0.25:  # rich redraws are not free: throttle
+            self._last_bar = now
+            w = self._window
+            self._bar.update(completed=min(self._bar_done(now), self._bar_total),
+                             description=f"step {self.step} loss {w.loss_sum / w.loss_n:.3f} "
+                                         f"{w.rate(now):,.0f} tok/s")
+
+    def _periodic_validation(self, now: float) -> None:
+        self._tok_rate = self._window.rate(now)
+        if self._validate(self._window.mean_loss(), self._tok_rate):
+            self.stop_reason = "early stopping"
+        self._last_val_step = self.step
+        self._window = _Window(self.clock())
+        self._take_snapshot()
+
+    def _position(self) -> tuple:
+        return (self.task.data_state(), self.rng.bit_generator.state, dict(self.task.state_arrays()))
+
+    def _save_interrupted(self) -> None:
+        """Save the state after the last complete step and raise TrainingInterrupted (exit 130).
+
+        An interrupt raised inside a step (the library used without deferred_interrupts, or a
+        task's own code) rewinds the data, RNG and carried arrays to the step's start first, so
+        resuming is exact either way.
+        """
+        if self._in_step and self._before_step is not None:
+            data, rng_state, arrays = self._before_step
+            self.task.load_data_state(data)
+            self.rng.bit_generator.state = rng_state
+            self.task.load_state_arrays(arrays)
+        self.save()
+        self.reporter.emit({"event": "checkpoint", "step": self.step, "path": str(self.output),
+                            "interrupted": True})
+        raise TrainingInterrupted(f"interrupted at step {self.step}; checkpoint saved to {self.output} "
+                                  f"(resume with --resume {self.output})")
+
+    def _final_validation(self) -> None:
+        """A last validation when training stopped between two (not after a resume with no steps)."""
+        if self._last_val_step == self.step or self.step <= self._start_step:
+            return
+        w = self._window
+        rate = w.rate(self.clock()) if w.tokens else self._tok_rate
+        self._validate(w.mean_loss(), rate, final=True)
+        self._tok_rate = rate
+
+    def _restore_best(self) -> None:
         if self.s.patience is not None and self.best_weights is not None and self.best_step != self.step:
             self.model.load_state_dict(self.best_weights)
             self.reporter.info(f"restored the best weights (step {self.best_step}, "
                                f"val {self.best_val:.4f})")
-        self._checkpoint()
-        summary = {"event": "done", "reason": stop_reason, "steps": self.step, "epochs": self.epochs_done(),
-                   "seconds": round(self.seconds, 3),
+
+    def _summarize(self) -> dict:
+        summary = {"event": "done", "reason": self.stop_reason, "steps": self.step,
+                   "epochs": self.epochs_done(), "seconds": round(self.seconds, 3),
                    "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
-                   "best_step": self.best_step, "tokens_per_s": round(tok_rate, 1),
+                   "best_step": self.best_step, "tokens_per_s": round(self._tok_rate, 1),
                    "path": str(self.output)}
         self.reporter.emit(summary)
-        self.reporter.info(f"stopped ({stop_reason}) after {self.step} steps; saved {self.output}")
+        self.reporter.info(f"stopped ({self.stop_reason}) after {self.step} steps; saved {self.output}")
         return summary
+
+
+_END = object()  # what next() gives at the end of an epoch's batches
+
+
+class _CompileWatch(numba_event.Listener):
+    """Times Numba compilations (not cache loads) with the Trainer's clock and says once, at the
+    first, that they happen, so the wait has a reason and --time-budget can leave it out."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.seconds, self._depth, self._said = trainer, 0.0, 0, False
+
+    def on_start(self, event) -> None:
+        self._depth += 1
+        if self._depth == 1:
+            self._t0 = self.trainer.clock()
+            if not self._said:
+                self._said = True
+                self.trainer.reporter.info(f"compiling kernels (first run only, ~{COMPILE_ESTIMATE_S} s)")
+
+    def on_end(self, event) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self.seconds += self.trainer.clock() - self._t0
+
+    def __enter__(self) -> _CompileWatch:
+        numba_event.register("numba:compile", self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        numba_event.unregister("numba:compile", self)
+
+
+@dataclass
+class _Window:
+    """Training since the last validation: the reported train loss and tokens/s."""
+
+    started: float
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    tokens: int = 0
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss_sum += loss
+        self.loss_n += 1
+        self.tokens += tokens
+
+    def rate(self, now: float) -> float:
+        return self.tokens / max(now - self.started, 1e-9)
+
+    def mean_loss(self) -> float | None:
+        return self.loss_sum / self.loss_n if self.loss_n else None
 
 
 def modelfile_float(x: float):

@@ -83,6 +83,14 @@ class CharLMTask:
     def batch_tokens(self, batch) -> int:
         return batch[0].size
 
+    carried_batch_axis = 1  # h/c are (layers, N, H): each MPI rank carries its streams' rows
+
+    def split_batch(self, batch, parts: int) -> list:
+        """The streams in `parts` slices (MPI ranks), each with the tokens its loss averages."""
+        from seqtool.training.distributed import split_items
+
+        return [(p, p[0].size) for p in split_items(batch, (1, 1), parts)]
+
     def evaluate(self):
         """Mean loss (nats per token) over the validation text, or None without one."""
         val, full = self.corpus.val, self.corpus.ids

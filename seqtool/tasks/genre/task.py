@@ -99,6 +99,12 @@ class GenreTask:
     def batch_tokens(self, batch) -> int:
         return int(batch[1].sum())
 
+    def split_batch(self, batch, parts: int) -> list:
+        """The pieces in `parts` slices (MPI ranks), each with the items its loss averages."""
+        from seqtool.training.distributed import split_items
+
+        return [(p, len(p[2])) for p in split_items(batch, (1, 0, 0), parts)]
+
     def epoch_progress(self) -> float:
         return self.position / max(self.n_batches, 1)
 

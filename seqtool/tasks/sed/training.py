@@ -129,6 +129,13 @@ class SEDTask:
     def batch_tokens(self, batch) -> int:
         return int(batch[2].sum())
 
+    def split_batch(self, batch, parts: int) -> list:
+        """The windows in `parts` slices (MPI ranks), each weighted by its valid frames (the
+        loss averages frames x classes)."""
+        from seqtool.training.distributed import split_items
+
+        return [(p, int(p[2].sum())) for p in split_items(batch, (1, 1, 0, 1), parts)]
+
     def epoch_progress(self) -> float:
         return self.position / self.n_batches
 

@@ -119,6 +119,12 @@ class Seq2SeqTask:
     def batch_tokens(self, batch) -> int:
         return int((batch[3] != PAD).sum())
 
+    def split_batch(self, batch, parts: int) -> list:
+        """The pairs in `parts` slices (MPI ranks), each with the target tokens its loss averages."""
+        from seqtool.training.distributed import split_items
+
+        return [(p, int((p[3] != PAD).sum())) for p in split_items(batch, (1, 0, 1, 1), parts)]
+
     def epoch_progress(self) -> float:
         return self.position / len(self.batches)
 
