@@ -25,7 +25,7 @@ from seqtool.device import DEVICES
 
 __all__ = [
     "common_options", "train_options", "DURATION", "make_console", "progress", "emit_json",
-    "Reporter", "task_options", "print_records", "print_report",
+    "Reporter", "task_options", "feature_options", "print_records", "print_report",
 ]
 
 CELLS = ("lstm", "gru", "rnn")
@@ -105,6 +105,25 @@ train_options = _stack(
     click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=None,
                  help="Fraction of the data held out for validation, in [0, 1)."),
 )
+
+def feature_options(prefix: str = "") -> Callable:
+    """The log-mel feature options of the audio tasks (sed; genre on recordings), each help text
+    starting with ``prefix``."""
+    return _stack(
+        click.option("--sr", type=click.IntRange(min=1000), default=None,
+                     help=f"{prefix}{'s' if prefix else 'S'}ample rate the audio is resampled to [default: 16000]."),
+        click.option("--win-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"{prefix}STFT window, ms [default: 40]."),
+        click.option("--hop-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"{prefix}{'f' if prefix else 'F'}rame hop, ms [default: 20]."),
+        click.option("--n-mels", type=click.IntRange(min=1), default=None,
+                     help=f"{prefix}{'m' if prefix else 'M'}el bands [default: 64]."),
+        click.option("--fmin", type=click.FloatRange(min=0), default=None,
+                     help=f"{prefix}{'l' if prefix else 'L'}owest mel frequency, Hz [default: 0]."),
+        click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"{prefix}{'h' if prefix else 'H'}ighest mel frequency, Hz [default: sr/2]."),
+    )
+
 
 # Options of `seqtool predict` and `seqtool eval` that belong to one task or another. They all
 # default to None/False; only those given reach the task (seqtool.tasks.TaskOptions), which

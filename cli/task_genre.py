@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from seqtool.cli.options import common_options, train_options
+from seqtool.cli.options import common_options, feature_options, train_options
 from seqtool.cli.train import run_train
 
 
@@ -32,16 +32,7 @@ from seqtool.cli.train import run_train
               help="Class of a listed file = group 1 (or the match) of REGEX searched in its file name, "
                    "e.g. '^(\\d+)_' for 7_jackson_3.wav [default: the parent folder's name].")
 @click.option("--strict", is_flag=True, help="Stop at the first file that cannot be read (default: list and skip it).")
-@click.option("--sr", type=click.IntRange(min=1000), default=None,
-              help="Audio: sample rate the audio is resampled to [default: 16000].")
-@click.option("--win-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Audio: STFT window, ms [default: 40].")
-@click.option("--hop-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Audio: frame hop, ms [default: 20].")
-@click.option("--n-mels", type=click.IntRange(min=1), default=None, help="Audio: mel bands [default: 64].")
-@click.option("--fmin", type=click.FloatRange(min=0), default=None, help="Audio: lowest mel frequency, Hz [default: 0].")
-@click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Audio: highest mel frequency, Hz [default: sr/2].")
+@feature_options("Audio: ")
 @train_options
 @common_options
 def train_genre(data, output, **options):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from seqtool.cli.options import common_options, train_options
+from seqtool.cli.options import common_options, feature_options, train_options
 from seqtool.cli.train import run_train
 
 
@@ -15,16 +15,7 @@ from seqtool.cli.train import run_train
 @click.argument("annotations", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=False),
               metavar="MODEL", help="Model file to write (also the checkpoint).")
-@click.option("--sr", type=click.IntRange(min=1000), default=None,
-              help="Sample rate the audio is resampled to [default: 16000].")
-@click.option("--win-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="STFT window, ms [default: 40].")
-@click.option("--hop-ms", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Frame hop, ms [default: 20].")
-@click.option("--n-mels", type=click.IntRange(min=1), default=None, help="Mel bands [default: 64].")
-@click.option("--fmin", type=click.FloatRange(min=0), default=None, help="Lowest mel frequency, Hz [default: 0].")
-@click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Highest mel frequency, Hz [default: sr/2].")
+@feature_options()
 @click.option("--tune-decoding/--no-tune-decoding", default=True, show_default=True,
               help="Pick the threshold and median filter with the lowest mean of the segment- and "
                    "event-based error rates on the validation recordings as the model's defaults "

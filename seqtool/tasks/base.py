@@ -25,7 +25,7 @@ from seqtool.errors import SeqtoolError, UsageError
 
 __all__ = ["Record", "Report", "TrainRequest", "TrainJob", "TaskOptions", "merge_given",
            "fill_defaults", "stored_or_given", "validation_interval", "train_settings",
-           "check_given_match", "check_output", "reporter_of"]
+           "check_given_match", "check_output", "reporter_of", "PlannedEpochs"]
 
 # Options that stop or checkpoint a run: never stored with the architecture, never merged.
 STOP_KEYS = ("epochs", "steps", "time_budget", "patience", "checkpoint_every")
@@ -148,6 +148,55 @@ def train_settings(request: TrainRequest, training: dict, val_every: int, defaul
         stop["epochs"] = default_epochs
     return TrainSettings(optimizer=training["optimizer"], lr=training["lr"],
                          clip_norm=training["clip_norm"], val_every=val_every, **stop, **extra)
+
+
+class PlannedEpochs:
+    """Trainer protocol for tasks whose epoch is a plan of batches drawn from one seed (genre,
+    sed): a resumed run rebuilds the same plan from the stored seed and continues at its position.
+
+    The task sets ``position``, ``epoch_seed``, ``_plan``, ``n_batches``, ``batch``, ``seq_len`` and
+    ``model`` (with ``.rnn``), and defines ``_make_plan(seed)``, ``_batch(k)`` and
+    ``_data_units() -> (name, count)`` (what a plan is made of, checked on resume).
+    """
+
+    def train_batches(self, rng):
+        self.model.rnn.dropout_rng = rng  # dropout draws from the checkpointed generator
+        self.model.train()
+        if self._plan is None:
+            self.epoch_seed = int(rng.integers(2 ** 62))
+            self._plan = self._make_plan(self.epoch_seed)
+        while self.position < self.n_batches:
+            k = self.position
+            self.position += 1
+            yield self._batch(k)
+        self.position, self.epoch_seed, self._plan = 0, None, None
+
+    def _extra_data_state(self) -> dict:
+        return {}
+
+    def data_state(self) -> dict:
+        unit, count = self._data_units()
+        return {"position": self.position, "epoch_seed": self.epoch_seed, unit: count,
+                "batch": self.batch, "seq_len": self.seq_len, **self._extra_data_state()}
+
+    def load_data_state(self, state: dict) -> None:
+        unit, count = self._data_units()
+        if (state.get(unit), state.get("batch"), state.get("seq_len")) != (count, self.batch, self.seq_len):
+            raise SeqtoolError(
+                "the checkpoint was trained on other data or another --batch/--seq-len "
+                f"({state.get(unit)} {unit}, batch {state.get('batch')}, seq-len "
+                f"{state.get('seq_len')}; now {count}, {self.batch}, {self.seq_len}); "
+                "cannot resume exactly")
+        self.position = int(state["position"])
+        seed = state.get("epoch_seed")
+        self.epoch_seed = None if seed is None else int(seed)
+        self._plan = None if seed is None else self._make_plan(self.epoch_seed)
+
+    def state_arrays(self) -> dict:
+        return {}  # nothing is carried from one batch to the next
+
+    def load_state_arrays(self, arrays: dict) -> None:
+        pass
 
 
 @dataclass

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool.errors import SeqtoolError, UsageError
+from seqtool.errors import UsageError
 from seqtool.core.losses import cross_entropy
+from seqtool.tasks.base import PlannedEpochs
 from seqtool.tasks.genre.inputs import InputSpec, Piece
 from seqtool.tasks.genre.model import GenreNet, chunk_probabilities, config_of, pad_batch
 
@@ -19,7 +20,7 @@ __all__ = ["NAME", "GenreTask"]
 NAME = "genre"  # the model file's task
 
 
-class GenreTask:
+class GenreTask(PlannedEpochs):
     """The trainer's view: random crops, length-bucketed batches, validation accuracy."""
 
     name = NAME
@@ -78,20 +79,6 @@ class GenreTask:
                                    shifts[None, :] * step, 0.0).astype(np.float32)
         return x, lengths, self._y_train[idx]
 
-    def train_batches(self, rng):
-        self.model.rnn.dropout_rng = rng
-        self.model.train()
-        if self._plan is None:
-            self.epoch_seed = int(rng.integers(2 ** 62))
-            self._plan = self._make_plan(self.epoch_seed)
-        while self.position < self.n_batches:
-            k = self.position
-            self.position += 1
-            yield self._batch(k)
-        self.position = 0
-        self.epoch_seed = None
-        self._plan = None
-
     def loss(self, batch):
         x, lengths, y = batch
         return cross_entropy(self.model(x, lengths), y)
@@ -124,28 +111,11 @@ class GenreTask:
         if self.val:
             reporter.info(f"  val accuracy {self._last_accuracy:.4f} ({len(self.val)} pieces)")
 
-    def data_state(self) -> dict:
-        return {"position": self.position, "epoch_seed": self.epoch_seed, "pieces": len(self.train),
-                "batch": self.batch, "seq_len": self.seq_len, "transpose": self.transpose}
+    def _data_units(self) -> tuple[str, int]:
+        return "pieces", len(self.train)
 
-    def load_data_state(self, state: dict) -> None:
-        if (state.get("pieces"), state.get("batch"), state.get("seq_len")) != (
-                len(self.train), self.batch, self.seq_len):
-            raise SeqtoolError(
-                "the checkpoint was trained on other data or another --batch/--seq-len "
-                f"({state.get('pieces')} pieces, batch {state.get('batch')}, seq-len "
-                f"{state.get('seq_len')}; now {len(self.train)}, {self.batch}, {self.seq_len}); "
-                "cannot resume exactly")
-        self.position = int(state["position"])
-        seed = state.get("epoch_seed")
-        self.epoch_seed = None if seed is None else int(seed)
-        self._plan = None if seed is None else self._make_plan(self.epoch_seed)
-
-    def state_arrays(self) -> dict:
-        return {}
-
-    def load_state_arrays(self, arrays: dict) -> None:
-        pass
+    def _extra_data_state(self) -> dict:
+        return {"transpose": self.transpose}
 
     def meta(self) -> dict:
         return {"task": NAME, "config": config_of(self.model, self.seq_len), "labels": self.labels,

@@ -13,6 +13,7 @@ from seqtool.data.audio import FeatureConfig, Normalizer
 from seqtool.errors import SeqtoolError
 from seqtool.core.losses import bce_with_logits
 from seqtool.metrics.sed import event_based, segment_based
+from seqtool.tasks.base import PlannedEpochs
 from seqtool.tasks.sed.decoding import detect, frame_logits, probabilities, window_starts
 from seqtool.tasks.sed.model import NAME, SEDModel, config_of
 
@@ -31,7 +32,7 @@ def _bce_numpy(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(np.maximum(x, 0) - x * targets + np.log1p(np.exp(-np.abs(x)))))
 
 
-class SEDTask:
+class SEDTask(PlannedEpochs):
     """The trainer's view of sed: jittered, shuffled windows; frame-wise BCE; validation
     loss plus segment-based F1/ER of the decoded events."""
 
@@ -105,20 +106,6 @@ class SEDTask:
             x[:, j, start:start + width] = 0.0
 
     # ---- trainer protocol
-    def train_batches(self, rng):
-        self.model.rnn.dropout_rng = rng
-        self.model.train()
-        if self._plan is None:
-            self.epoch_seed = int(rng.integers(2 ** 62))
-            self._plan = self._make_plan(self.epoch_seed)
-        while self.position < self.n_batches:
-            k = self.position
-            self.position += 1
-            yield self._batch(k)
-        self.position = 0
-        self.epoch_seed = None
-        self._plan = None
-
     def loss(self, batch):
         x, y, lengths, mask = batch
         logits = self.model(x, lengths)  # (T, N, C)
@@ -184,28 +171,8 @@ class SEDTask:
                           f"event F1 {100 * sc['event_f1']:.1f}% ER {sc['event_er']:.3f} "
                           f"(threshold {self.threshold:g}, median {self.median_ms:g} ms{tuned})")
 
-    def data_state(self) -> dict:
-        return {"position": self.position, "epoch_seed": self.epoch_seed, "windows": len(self._windows),
-                "batch": self.batch, "seq_len": self.seq_len}
-
-    def load_data_state(self, state: dict) -> None:
-        if (state.get("windows"), state.get("batch"), state.get("seq_len")) != (
-                len(self._windows), self.batch, self.seq_len):
-            raise SeqtoolError(
-                "the checkpoint was trained on other data or another --batch/--seq-len "
-                f"({state.get('windows')} windows, batch {state.get('batch')}, seq-len "
-                f"{state.get('seq_len')}; now {len(self._windows)}, {self.batch}, {self.seq_len}); "
-                "cannot resume exactly")
-        self.position = int(state["position"])
-        seed = state.get("epoch_seed")
-        self.epoch_seed = None if seed is None else int(seed)
-        self._plan = None if seed is None else self._make_plan(self.epoch_seed)
-
-    def state_arrays(self) -> dict:
-        return {}
-
-    def load_state_arrays(self, arrays: dict) -> None:
-        pass
+    def _data_units(self) -> tuple[str, int]:
+        return "windows", len(self._windows)
 
     def meta(self) -> dict:
         return {"task": NAME, "config": config_of(self.model, self.seq_len), "labels": self.labels,

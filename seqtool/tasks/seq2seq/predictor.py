@@ -11,7 +11,7 @@ import numpy as np
 
 from seqtool.data.pairs import read_pairs
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.io.fileio import display_name, open_input
+from seqtool.io.fileio import display_name, numbered_lines, open_input
 from seqtool.tasks.base import Record, Report, TaskOptions, reporter_of
 from seqtool.tasks.seq2seq import metrics
 from seqtool.tasks.seq2seq.decode import EVAL_BATCH, Translator
@@ -65,15 +65,7 @@ def _numbered_lines(inputs):
     for path in inputs or ("-",):
         name = display_name(path)
         with open_input(path) as f:
-            lineno = 0
-            while True:
-                try:
-                    line = f.readline()
-                except UnicodeDecodeError as e:
-                    raise SeqtoolError(f"{name} line {lineno + 1} is not valid UTF-8 ({e.reason})") from None
-                if not line:
-                    break
-                lineno += 1
+            for lineno, line in numbered_lines(f, name):
                 yield name, lineno, line.rstrip("\r\n")
 
 
