@@ -37,6 +37,14 @@ __all__ = [
 ]
 
 
+def _average_square(avg, d, decay: float, scratch) -> None:
+    """avg = decay * avg + (1 - decay) * d**2, in place, in the order torch computes it."""
+    avg *= decay
+    np.multiply(d, d, out=scratch)
+    scratch *= 1.0 - decay
+    avg += scratch
+
+
 _HYPER_NAMES = {"eps": "epsilon"}  # as torch.optim words its errors
 
 
@@ -278,10 +286,7 @@ class Adam(Optimizer):
         np.subtract(d, m, out=t)
         t *= 1.0 - b1
         m += t
-        v *= b2
-        np.multiply(d, d, out=t)
-        t *= 1.0 - b2
-        v += t
+        _average_square(v, d, b2, t)
         if self.amsgrad:
             vmax = st["max_exp_avg_sq"]
             np.maximum(vmax, v, out=vmax)
@@ -350,10 +355,7 @@ class Adadelta(Optimizer):
             st["acc_delta"] = np.zeros_like(p)
         sq, acc = st["square_avg"], st["acc_delta"]
         std, delta = self._tmp(p, 1), self._tmp(p, 2)
-        sq *= rho
-        np.multiply(d, d, out=std)
-        std *= 1.0 - rho
-        sq += std
+        _average_square(sq, d, rho, std)
         np.add(sq, eps, out=std)
         np.sqrt(std, out=std)
         np.add(acc, eps, out=delta)
@@ -390,10 +392,7 @@ class RMSprop(Optimizer):
                 st["grad_avg"] = np.zeros_like(p)
         sq = st["square_avg"]
         t = self._tmp(p, 1)
-        sq *= alpha
-        np.multiply(d, d, out=t)
-        t *= 1.0 - alpha
-        sq += t
+        _average_square(sq, d, alpha, t)
         if self.centered:
             ga = st["grad_avg"]
             np.subtract(d, ga, out=t)  # ga.lerp_(d, 1 - alpha)

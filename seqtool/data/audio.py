@@ -174,26 +174,25 @@ class FeatureConfig:
         return cls(**d)
 
 
+# Slaney's mel scale (librosa htk=False): linear below 1 kHz, logarithmic above.
+_MEL_F_SP = 200.0 / 3  # Hz per mel on the linear part
+_MEL_MIN_LOG_HZ = 1000.0
+_MEL_MIN_LOG_MEL = _MEL_MIN_LOG_HZ / _MEL_F_SP
+_MEL_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel(f):
-    """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa htk=False)."""
     f = np.asarray(f, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    lin = f / f_sp
+    lin = f / _MEL_F_SP
     with np.errstate(divide="ignore"):
-        log = min_log_mel + np.log(np.maximum(f, 1e-300) / min_log_hz) / logstep
-    return np.where(f >= min_log_hz, log, lin)
+        log = _MEL_MIN_LOG_MEL + np.log(np.maximum(f, 1e-300) / _MEL_MIN_LOG_HZ) / _MEL_LOGSTEP
+    return np.where(f >= _MEL_MIN_LOG_HZ, log, lin)
 
 
 def _mel_to_hz(m):
     m = np.asarray(m, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+    return np.where(m >= _MEL_MIN_LOG_MEL,
+                    _MEL_MIN_LOG_HZ * np.exp(_MEL_LOGSTEP * (m - _MEL_MIN_LOG_MEL)), _MEL_F_SP * m)
 
 
 def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
