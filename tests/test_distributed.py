@@ -224,7 +224,7 @@ def test_resume_with_the_same_or_another_number_of_ranks(tmp_path):
 LAUNCHER = """
 import os, signal, sys
 from mpi4py import MPI
-from seqtool.tasks import charlm
+from seqtool.tasks.charlm import training as charlm
 FAULT, RANK = os.environ["FAULT"], MPI.COMM_WORLD.Get_rank()
 real, calls = charlm.CharLMTask.loss, [0]
 def loss(self, batch):

@@ -31,7 +31,8 @@ def _start(args, env=None):
     return subprocess.Popen([sys.executable, "-m", "seqtool.cli.main", "train", "charlm", SAMPLE, *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=_default_sigint,
-                            env={**os.environ, "NUMBA_NUM_THREADS": "1", **(env or {})})
+                            # the parent's thread count: runs compared bit for bit must round alike
+                            env={**os.environ, **(env or {})})
 
 
 def _wait_for(path, proc, timeout=120):
