@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from seqtool.cli.main import cli
 from seqtool.training.distributed import launched_by_mpi, split_bounds, split_items
 from seqtool.io.modelfile import load_checkpoint
+from signals import ctrl_c, default_sigint, wait_for_file
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "tiny-shakespeare.txt")
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
@@ -300,7 +301,6 @@ def test_ranks_started_differently_are_reported_once(tmp_path):
 
 @needs_mpi
 def test_ctrl_c_on_mpiexec_saves_once_and_resumes_exactly(tmp_path):
-    import signal
     import time
 
     out = tmp_path / "m.st"
@@ -308,17 +308,10 @@ def test_ctrl_c_on_mpiexec_saves_once_and_resumes_exactly(tmp_path):
                              "-o", str(out), "--steps", "100000", "--checkpoint-every", "4"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, env={**os.environ, "NUMBA_NUM_THREADS": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        deadline = time.monotonic() + 120
-        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+                            preexec_fn=default_sigint)
+    wait_for_file(out, proc)
+    time.sleep(0.3)
+    err = ctrl_c(proc, timeout=60)
     assert proc.returncode == 130, err
     k = load_checkpoint(out).training_state["step"]
     assert err.count(f"interrupted at step {k}; checkpoint saved to {out}") == 1, err

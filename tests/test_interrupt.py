@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from seqtool.cli.main import cli
 from seqtool.training.interrupt import deferred_interrupts
 from seqtool.io.modelfile import load_checkpoint
+from signals import ctrl_c, default_sigint, wait_for_file
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "tiny-shakespeare.txt")
 # Two layers with dropout: every step draws from the RNG, so a wrong RNG state would show.
@@ -21,25 +22,12 @@ NET = ["--hidden", "16", "--layers", "2", "--dropout", "0.2", "--embed", "8", "-
        "--seq-len", "16", "--seed", "3"]
 
 
-def _default_sigint():
-    # A background job of a non-interactive shell starts with SIGINT ignored; a terminal's
-    # foreground job does not: give the child the terminal's situation.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _start(args, env=None):
     return subprocess.Popen([sys.executable, "-m", "seqtool.cli.main", "train", "charlm", SAMPLE, *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=_default_sigint,
+                            start_new_session=True, preexec_fn=default_sigint,
                             # the parent's thread count: runs compared bit for bit must round alike
                             env={**os.environ, **(env or {})})
-
-
-def _wait_for(path, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert os.path.exists(path), proc.stderr.read() if proc.poll() is not None else "timeout"
 
 
 def _train(args):
@@ -81,15 +69,9 @@ def test_ignored_sigint_stays_ignored():
 def _interrupt_after_checkpoint(out, extra=()):
     """Train with a checkpoint every 5 steps; Ctrl-C once the first is there. -> (proc, stderr)"""
     proc = _start(["-o", out, "--steps", "100000", "--checkpoint-every", "5", *NET, *extra])
-    try:
-        _wait_for(out, proc)
-        time.sleep(0.2)  # somewhere in a later step
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return proc, err
+    wait_for_file(out, proc)
+    time.sleep(0.2)  # somewhere in a later step
+    return proc, ctrl_c(proc)
 
 
 def test_ctrl_c_saves_and_resumes_exactly(tmp_path):
@@ -111,7 +93,7 @@ def test_sigkill_and_normal_stop_resume_exactly(tmp_path):
     killed = str(tmp_path / "killed.st")
     proc = _start(["-o", killed, "--steps", "100000", "--checkpoint-every", "3", *NET])
     try:
-        _wait_for(killed, proc)
+        wait_for_file(killed, proc)
         time.sleep(0.2)
     finally:
         proc.kill()
@@ -128,15 +110,10 @@ def test_sigkill_and_normal_stop_resume_exactly(tmp_path):
 def test_ctrl_c_in_the_first_step_leaves_a_model(tmp_path):
     out = str(tmp_path / "m.st")
     proc = _start(["-o", out, "--steps", "100000", *NET])
-    try:
-        for line in proc.stderr:  # the parameter count is printed just before the first step
-            if line.startswith("training charlm"):
-                break
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    for line in proc.stderr:  # the parameter count is printed just before the first step
+        if line.startswith("training charlm"):
+            break
+    err = ctrl_c(proc)
     assert proc.returncode == 130, err
     assert "checkpoint saved to" in err and "Traceback" not in err
     assert load_checkpoint(out).training_state["step"] >= 1
@@ -148,15 +125,8 @@ def test_second_ctrl_c_aborts_at_once_keeping_the_last_checkpoint(tmp_path):
     # (two signals sent at once would reach Python's handler as one).
     big = ["--hidden", "384", "--layers", "2", "--batch", "32", "--seq-len", "64", "--seed", "0"]
     proc = _start(["-o", out, "--steps", "100000", "--checkpoint-every", "2", *big])
-    try:
-        _wait_for(out, proc)
-        os.kill(proc.pid, signal.SIGINT)
-        time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    wait_for_file(out, proc)
+    err = ctrl_c(proc, times=2, timeout=60)
     assert proc.returncode == 130, err
     assert "aborted without saving" in err and "Traceback" not in err
     assert "checkpoint saved" not in err
