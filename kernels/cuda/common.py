@@ -13,7 +13,9 @@ import os
 
 import numpy as np
 
+from seqtool.device import NO_GPU
 from seqtool.errors import SeqtoolError
+from seqtool.kernels.cuda import _compat
 
 # Threads per block of the elementwise kernels. Module-level so tests can shrink it (the
 # simulator runs each thread as a Python thread; tiny blocks exercise the grid arithmetic).
@@ -23,7 +25,6 @@ BLOCK = 128
 # refer to numba.cuda for its fake (a closure variable would keep the real one).
 _cuda = None
 
-NO_GPU = "no CUDA GPU found; use --device cpu"
 
 
 def simulator():
@@ -32,10 +33,7 @@ def simulator():
 
 def cuda():
     """numba.cuda, or a clear SeqtoolError when it is missing or there is no usable device."""
-    try:
-        from numba import cuda as numba_cuda
-    except ImportError as err:  # numba without its CUDA target: pip install seqtool[cuda]
-        raise SeqtoolError(f"{NO_GPU} (numba.cuda unavailable: {err})") from None
+    numba_cuda = _compat.import_numba_cuda()
     if not numba_cuda.is_available():  # the simulator counts as available
         raise SeqtoolError(NO_GPU)
     return numba_cuda
