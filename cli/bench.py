@@ -77,11 +77,9 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     check_compare(cfg, compare)
     out.info(f"bench {_shape(cfg)}: {warmup} warm-up + {steps} timed steps"
              + (" (interleaved with PyTorch)" if compare else ""))
-    from seqtool.kernels.cuda.persistent import forced
-
-    with forced({"auto": None, "on": True, "off": False}[persistent]), \
-            out.progress("steps", total=warmup + steps, transient=True) as bar:
-        rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device)
+    with out.progress("steps", total=warmup + steps, transient=True) as bar:
+        rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device,
+                  persistent=persistent)
     if device == "cuda" and cell == "lstm":
         rec["persistent"] = persistent
     if matmul_peak:

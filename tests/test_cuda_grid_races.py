@@ -1,4 +1,4 @@
-"""The persistent LSTM kernels as a real GPU runs them: several blocks, side by side.
+"""The persistent kernels (LSTM, GRU both forms, RNN) as a real GPU runs them: several blocks.
 
 Numba's simulator runs one block at a time and its grid sync only works within one block, so
 the simulator tests host every virtual block in a single block. Here the kernels' Python source
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from seqtool.kernels.cuda import common, persistent
+from seqtool.kernels.cuda import common, persistent, persistent_gru, persistent_rnn
 
 _local = threading.local()
 
@@ -32,7 +32,9 @@ class _Index:
 
 
 class _Logged:
-    """An array whose element accesses are logged as (epoch, thread, read/write)."""
+    """An array whose element accesses are logged as (grid epoch, block epoch, thread, read/write):
+    accesses of threads in one block are ordered by either barrier, of different blocks only by
+    the grid sync (shared arrays belong to one block)."""
 
     def __init__(self, name, array, log, block=None):
         self.name, self.array, self.log, self.block = name, array, log, block
@@ -40,10 +42,8 @@ class _Logged:
 
     def _note(self, index, op):
         index = tuple(int(i) for i in (index if isinstance(index, tuple) else (index,)))
-        shared = self.block is not None
         key = (self.name, self.block, index)
-        self.log[key].append((_local.block_epoch if shared else _local.grid_epoch,
-                              (_local.block, _local.thread), op))
+        self.log[key].append((_local.grid_epoch, _local.block_epoch, (_local.block, _local.thread), op))
         if _local.jitter.random() < 0.02:  # vary the interleaving
             threading.Event().wait(1e-4)
         return index
@@ -106,15 +106,25 @@ class _Launch:
         assert len(set(self.grid_syncs.values())) <= 1, "threads passed different numbers of grid syncs"
 
     def races(self):
+        """Pairs of accesses to one element, at least one a write, by two threads that no
+        barrier orders: different blocks in one grid epoch, or one block in one block epoch."""
         found = []
         for key, accesses in self.log.items():
-            by_epoch = defaultdict(list)
-            for epoch, who, op in accesses:
-                by_epoch[epoch].append((who, op))
-            for epoch, acc in by_epoch.items():
-                if len({who for who, _ in acc}) > 1 and any(op == "w" for _, op in acc):
-                    found.append((key, epoch, sorted(set(acc))[:4]))
+            by_grid_epoch = defaultdict(list)
+            for ge, be, who, op in accesses:
+                by_grid_epoch[ge].append((be, who, op))
+            for ge, acc in by_grid_epoch.items():
+                writes = [(be, who) for be, who, op in acc if op == "w"]
+                clash = next(((who, other) for be, who in writes for be2, other, _ in acc
+                              if other != who and (other[0] != who[0] or be2 == be)), None)
+                if clash:
+                    found.append((key, ge, clash))
         return found
+
+
+BUILDERS = (common.lstm_unit, persistent._kernel, persistent._backward_kernel,
+            persistent_gru._kernel, persistent_gru._backward_kernel, persistent_rnn._kernel,
+            persistent_rnn._backward_kernel)
 
 
 @pytest.fixture
@@ -130,12 +140,13 @@ def threaded_cuda(monkeypatch):
         cg=SimpleNamespace(this_grid=lambda: SimpleNamespace(sync=lambda: current["launch"].grid_sync())))
 
     monkeypatch.setattr(common, "cuda", lambda: fake)
-    for cached in (common.lstm_unit, persistent._kernel, persistent._backward_kernel):
+    for cached in BUILDERS:
         cached.cache_clear()
-    monkeypatch.setattr(persistent, "cuda", fake)
+    for module in (persistent, persistent_gru, persistent_rnn):
+        monkeypatch.setattr(module, "cuda", fake)
 
-    def launch(builder, grid, block, nvb, ub, vpb, args):
-        kernel = builder(np.dtype(np.float64), args[-1], nvb, ub, vpb)
+    def launch(builder, grid, block, nvb, ub, vpb, args, staged=True, grid_sync=True):
+        kernel = builder(np.dtype(np.float64), args[-1], nvb, ub, vpb, staged, grid_sync)
         current["launch"] = run = _Launch(grid, block)
         fake.blockDim = SimpleNamespace(x=block)
         fake.gridDim = SimpleNamespace(x=grid)
@@ -145,7 +156,7 @@ def threaded_cuda(monkeypatch):
         return run
 
     yield launch
-    for cached in (common.lstm_unit, persistent._kernel, persistent._backward_kernel):
+    for cached in BUILDERS:
         cached.cache_clear()  # later users build against the real numba.cuda again
 
 
@@ -207,3 +218,89 @@ def test_the_race_check_finds_a_missing_grid_sync(threaded_cuda, monkeypatch):
     monkeypatch.setattr(_Launch, "grid_sync", lambda self: None)
     run = threaded_cuda(persistent._backward_kernel, nvb, 2, nvb, ub, 1, [a.copy() for a in back] + [False, H])
     assert any(key[0] == "arg0" for key, _, _ in run.races())  # dgates read and written unordered
+
+
+def _cell_problem(cell, T, N, H, reverse, flag, seed=0):
+    """(forward builder, forward args, indices of its outputs, backward builder, backward args
+    from the forward's arrays, indices of the backward's outputs) for GRU (flag: reset_after)
+    or RNN (flag: relu). Gradient outputs start as NaN, so an unwritten element shows."""
+    rng = np.random.default_rng(seed)
+    G = 3 if cell == "gru" else 1
+    gates = rng.standard_normal((G * H, T, N))
+    w_hh = 0.3 * rng.standard_normal((G * H, H))
+    h, y = np.zeros((T + 1, N, H)), np.zeros((T, N, H))
+    h[T if reverse else 0] = rng.standard_normal((N, H))
+    lengths = rng.integers(0, T + 1, N).astype(np.int64)
+    lengths[0] = T
+    dh, dy = rng.standard_normal((H, N)), rng.standard_normal((T, N, H))
+    if cell == "gru":
+        b_ih, b_hh = 0.1 * rng.standard_normal(3 * H), 0.1 * rng.standard_normal(3 * H)
+        hn = np.zeros((H, T, N))
+        fwd = [gates, b_ih, b_hh, w_hh, h, hn, y, lengths, reverse, flag]
+        bwd = [np.full((3 * H, T, N), np.nan), np.full((3 * H, T, N), np.nan), dh, gates, hn, h, dy, w_hh,
+               lengths, reverse, flag]
+        return persistent_gru._kernel, fwd, (0, 4, 5, 6), persistent_gru._backward_kernel, bwd, (0, 1, 2)
+    b = 0.1 * rng.standard_normal(H)
+    fwd = [gates, b, w_hh, h, y, lengths, reverse, flag]
+    bwd = [np.full((H, T, N), np.nan), dh, gates, dy, w_hh, lengths, reverse, flag]
+    return persistent_rnn._kernel, fwd, (0, 3, 4), persistent_rnn._backward_kernel, bwd, (0, 1)
+
+
+CELLS = [("gru", True), ("gru", False), ("rnn", False), ("rnn", True)]
+
+
+@pytest.mark.parametrize("cell,flag", CELLS, ids=["gru", "gru-classic", "rnn-tanh", "rnn-relu"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("T,N,H,nvb,threads,staged", [(4, 3, 5, 2, 4, True), (3, 2, 7, 3, 3, False),
+                                                      (3, 4, 4, 4, 8, True)])
+def test_gru_and_rnn_kernels_on_many_blocks_have_no_races(threaded_cuda, cell, flag, reverse, T, N, H, nvb,
+                                                          threads, staged):
+    ub = -(-H // nvb)
+    fwd_kernel, fwd, fwd_out, bwd_kernel, bwd, bwd_out = _cell_problem(cell, T, N, H, reverse, flag)
+    alone = [a.copy() if isinstance(a, np.ndarray) else a for a in fwd]
+    run = threaded_cuda(fwd_kernel, nvb, threads, nvb, ub, 1, fwd + [H], staged)
+    assert run.races() == []
+    threaded_cuda(fwd_kernel, 1, 1, nvb, ub, nvb, alone + [H], staged)
+    for k in fwd_out:
+        np.testing.assert_array_equal(fwd[k], alone[k])
+    back_alone = [a.copy() if isinstance(a, np.ndarray) else a for a in bwd]
+    run = threaded_cuda(bwd_kernel, nvb, threads, nvb, ub, 1, bwd + [H], staged)
+    assert run.races() == []
+    threaded_cuda(bwd_kernel, 1, 1, nvb, ub, nvb, back_alone + [H], staged)
+    for k in bwd_out:
+        assert not np.isnan(bwd[k]).any()
+        np.testing.assert_array_equal(bwd[k], back_alone[k])
+
+
+@pytest.mark.parametrize("cell,flag", [("lstm", None)] + CELLS, ids=["lstm", "gru", "gru-classic", "rnn-tanh",
+                                                                      "rnn-relu"])
+def test_one_block_layout_has_no_races(threaded_cuda, cell, flag):
+    # the plain-launch fallback: one block owns every unit, syncthreads as the step barrier
+    T, N, H, threads = 3, 3, 5, 4
+    if cell == "lstm":
+        fwd = _forward_problem(T, N, H, False) + [False]
+        fwd_kernel, fwd_out, bwd_kernel = persistent._kernel, (0, 3, 4, 5), persistent._backward_kernel
+        rng = np.random.default_rng(1)
+        bwd = [np.full((4 * H, T, N), np.nan), rng.standard_normal((H, N)), rng.standard_normal((H, N)),
+               fwd[0], fwd[4], rng.standard_normal((T, N, H)), fwd[2], fwd[6], False]
+        bwd_out = (0, 1, 2)
+    else:
+        fwd_kernel, fwd, fwd_out, bwd_kernel, bwd, bwd_out = _cell_problem(cell, T, N, H, False, flag)
+    reference = [a.copy() if isinstance(a, np.ndarray) else a for a in fwd]
+    run = threaded_cuda(fwd_kernel, 1, threads, 1, H, 1, fwd + [H], True, False)
+    assert run.races() == []
+    threaded_cuda(fwd_kernel, 1, 1, 1, H, 1, reference + [H], True, False)
+    for k in fwd_out:
+        np.testing.assert_array_equal(fwd[k], reference[k])
+    run = threaded_cuda(bwd_kernel, 1, threads, 1, H, 1, bwd + [H], True, False)
+    assert run.races() == []
+    for k in bwd_out:
+        assert not np.isnan(bwd[k]).any()
+
+
+def test_the_race_check_finds_a_missing_barrier_in_one_block(threaded_cuda, monkeypatch):
+    T, N, H = 3, 3, 5
+    fwd_kernel, fwd, _, _, _, _ = _cell_problem("rnn", T, N, H, False, False)
+    monkeypatch.setattr(_Launch, "syncthreads", lambda self: None)
+    run = threaded_cuda(fwd_kernel, 1, 4, 1, H, 1, fwd + [H], False, False)
+    assert any(key[0] == "arg3" for key, _, _ in run.races())  # h read and written unordered

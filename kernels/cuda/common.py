@@ -143,20 +143,6 @@ def lstm_unit(dtype):
     return forward, backward
 
 
-def time_recurrence(recurrence, on_persistent, arrays):
-    """Milliseconds of `recurrence(on_persistent, *copies of arrays)`, synchronized: run once to
-    compile, then timed (for persistent.choose; the real outputs are computed afterwards)."""
-    cu = cuda()
-    scratch = [a.copy() for a in arrays]
-    recurrence(on_persistent, *scratch)
-    start, stop = cu.event(), cu.event()
-    start.record()
-    recurrence(on_persistent, *scratch)
-    stop.record()
-    stop.synchronize()
-    return cu.event_elapsed_time(start, stop)
-
-
 @kernel_cache
 def _merge_kernel(dtype):
     cu = cuda()
