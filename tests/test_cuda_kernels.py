@@ -420,3 +420,48 @@ def test_launches_per_training_step_do_not_grow_with_time(launches, cell, option
     assert short == long == 2 * 2 * dirs
     with mode("steps"):  # the per-step kernels: the count the test guards against
         assert _launches_per_step(launches, cell, 7, **options) > _launches_per_step(launches, cell, 3, **options)
+
+
+def test_pretyped_launch_types_once_per_argument_layout():
+    # on a GPU every launch but the first of a layout skips Numba's argument typing and goes to
+    # the compiled kernel; a new layout (here a non-contiguous array: Numba's 'A' layout, a
+    # different compiled kernel) goes through the dispatcher again, never to the wrong kernel
+    calls = []
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        def launch(self, args, griddim, blockdim, stream, sharedmem):
+            calls.append(("direct", self.name, griddim, blockdim))
+
+    class Config:
+        griddim, blockdim, stream, sharedmem = (3, 1, 1), (4, 1, 1), 0, 0
+
+        def __call__(self, *args):
+            calls.append(("dispatcher",))
+
+    class Dispatcher:
+        overloads = {}
+
+        def __getitem__(self, config):
+            assert config == (3, 4)
+            return Config()
+
+        def typeof_pyval(self, a):
+            return (a.dtype.str, a.flags.c_contiguous) if hasattr(a, "flags") else type(a)
+
+    d = Dispatcher()
+    d.overloads = {(("<f8", True), bool): Kernel("C"), (("<f8", False), bool): Kernel("A")}
+    launch = common.PretypedLaunch(d, 3, 4)
+    a = np.zeros((4, 5))
+    launch(a, True)
+    launch(a + 1, False)
+    launch(a[:, :2], True)
+    launch(a[:, :3], True)
+    assert calls == [("dispatcher",), ("direct", "C", (3, 1, 1), (4, 1, 1)), ("dispatcher",),
+                     ("direct", "A", (3, 1, 1), (4, 1, 1))]
+    calls.clear()
+    launch(a.astype(np.float32), True)  # another dtype: not compiled by this dispatcher
+    launch(a.astype(np.float32), True)
+    assert calls == [("dispatcher",), ("dispatcher",)]

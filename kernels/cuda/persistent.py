@@ -146,12 +146,9 @@ def parts(dtype, G, H, NVB, UB, VPB, STAGED, GRID_SYNC):
 
 @functools.lru_cache(maxsize=None)
 def _configured(builder, dtype, G, H, nvb, ub, vpb, staged, grid_sync, grid_blocks, threads):
-    """The kernel built and configured once per shape: later launches skip both. (The
-    simulator's kernel[...] configures the kernel object itself, so there it is redone.)"""
-    kernel = builder(np.dtype(dtype), H, nvb, ub, vpb, staged, grid_sync)
-    if common.simulator():
-        return lambda *args: kernel[grid_blocks, threads](*args)
-    return kernel[grid_blocks, threads]
+    """The kernel built and configured once per shape (common.configure): later launches skip
+    building, configuring and, on a GPU, Numba's argument typing."""
+    return common.configure(builder(np.dtype(dtype), H, nvb, ub, vpb, staged, grid_sync), grid_blocks, threads)
 
 
 def layout(G, H, N, dtype, grid_wide):

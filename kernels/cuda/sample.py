@@ -169,6 +169,11 @@ def _kernel():
     return sample
 
 
+@common.kernel_cache
+def _launcher(threads):
+    return common.configure(_kernel(), 1, threads)
+
+
 def sample_tokens(weights, cell, reset_after, relu, h, c, temperature, top_k, argmax, uniforms, out):
     """Fill `out` (n,) with generated token ids in one launch; h, c (L, H) host float32 arrays
     advance past them in place (see seqtool.kernels.sample.sample_tokens for the convention)."""
@@ -183,11 +188,10 @@ def sample_tokens(weights, cell, reset_after, relu, h, c, temperature, top_k, ar
     outd = xp.zeros(out.shape[0], np.int64)
     scratch = [xp.zeros((2, L, H), np.float32), xp.zeros(V, np.float32), xp.zeros(V, np.bool_),
                xp.zeros(V, np.float64), xp.zeros((3, H), np.float32), xp.zeros(1, np.int64)]
-    threads = max(1, min(THREADS, max(H, V)))
-    _kernel()[1, threads](x0, weights["w_ih_t"], weights["w_hh_t"], weights["b_ih"], weights["b_hh"],
-                          weights["head_w_t"], weights["head_b"], hd, cd, *scratch, int(cell),
-                          bool(reset_after), bool(relu), float(temperature), int(top_k), bool(argmax),
-                          on(np.asarray(uniforms, np.float64)), outd)
+    launch = _launcher(max(1, min(THREADS, max(H, V))))
+    launch(x0, weights["w_ih_t"], weights["w_hh_t"], weights["b_ih"], weights["b_hh"], weights["head_w_t"],
+           weights["head_b"], hd, cd, *scratch, int(cell), bool(reset_after), bool(relu), float(temperature),
+           int(top_k), bool(argmax), on(np.asarray(uniforms, np.float64)), outd)
     out[:] = to_host(outd)
     h[...] = to_host(hd)
     c[...] = to_host(cd)
