@@ -465,3 +465,11 @@ def test_pretyped_launch_types_once_per_argument_layout():
     launch(a.astype(np.float32), True)  # another dtype: not compiled by this dispatcher
     launch(a.astype(np.float32), True)
     assert calls == [("dispatcher",), ("dispatcher",)]
+
+
+def test_refusals_are_recognised_whatever_raises_them():
+    class CUDAError(Exception):  # cuda.core's launch error, as numba-cuda may pass it on
+        pass
+
+    assert persistent._refused(CUDAError("CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: too many blocks"))
+    assert not persistent._refused(ValueError("index out of range"))

@@ -195,7 +195,10 @@ def _launch(builder, G, dtype, H, N, args, grid_wide):
 
 def _refused(err) -> bool:
     """A cooperative launch the device or driver does not take (too many blocks resident,
-    no cooperative launch support)."""
+    no cooperative launch support): Numba's CudaAPIError, or, where numba-cuda launches through
+    cuda.core, its CUDAError naming a cooperative launch."""
+    if "COOPERATIVE" in str(err).upper():
+        return True
     try:
         from numba.cuda.cudadrv.driver import CudaAPIError
     except ImportError:  # the simulator has no driver
