@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from seqtool.kernels.cuda import common, persistent, persistent_gru, persistent_rnn
+from seqtool.kernels.cuda import common, persistent, persistent_gru, persistent_rnn, sample
 
 _local = threading.local()
 
@@ -68,10 +68,14 @@ class _Launch:
         self.grid_syncs = defaultdict(int)
 
     def shared_array(self, shape, _type):
+        # the n-th shared array a thread declares is the block's n-th (every thread declares
+        # them in the same order)
+        key = (_local.block, _local.shared_arrays)
+        _local.shared_arrays += 1
         with self.lock:
-            if _local.block not in self.shared:
-                self.shared[_local.block] = _Logged("shared", np.full(shape, np.nan), self.log, _local.block)
-            return self.shared[_local.block]
+            if key not in self.shared:
+                self.shared[key] = _Logged(f"shared{key[1]}", np.full(shape, np.nan), self.log, _local.block)
+            return self.shared[key]
 
     def syncthreads(self):
         self.block_barriers[_local.block].wait(timeout=60)
@@ -88,6 +92,7 @@ class _Launch:
 
         def thread(b, t):
             _local.block, _local.thread, _local.grid_epoch, _local.block_epoch = b, t, 0, 0
+            _local.shared_arrays = 0
             _local.jitter = random.Random(b * 1000 + t)
             try:
                 kernel(*args)
@@ -124,7 +129,7 @@ class _Launch:
 
 BUILDERS = (common.lstm_unit, persistent._kernel, persistent._backward_kernel,
             persistent_gru._kernel, persistent_gru._backward_kernel, persistent_rnn._kernel,
-            persistent_rnn._backward_kernel)
+            persistent_rnn._backward_kernel, sample._kernel, sample._pick)
 
 
 @pytest.fixture
@@ -142,19 +147,23 @@ def threaded_cuda(monkeypatch):
     monkeypatch.setattr(common, "cuda", lambda: fake)
     for cached in BUILDERS:
         cached.cache_clear()
-    for module in (persistent, persistent_gru, persistent_rnn):
+    for module in (persistent, persistent_gru, persistent_rnn, sample):
         monkeypatch.setattr(module, "cuda", fake)
 
     def launch(builder, grid, block, nvb, ub, vpb, args, staged=True, grid_sync=True):
         kernel = builder(np.dtype(np.float64), args[-1], nvb, ub, vpb, staged, grid_sync)
+        return run_kernel(kernel, grid, block, args[:-1])
+
+    def run_kernel(kernel, grid, block, args):
         current["launch"] = run = _Launch(grid, block)
         fake.blockDim = SimpleNamespace(x=block)
         fake.gridDim = SimpleNamespace(x=grid)
         logged = [_Logged(f"arg{i}", a, run.log) if isinstance(a, np.ndarray) else a
-                  for i, a in enumerate(args[:-1])]
+                  for i, a in enumerate(args)]
         run.run(kernel, logged)
         return run
 
+    launch.run_kernel = run_kernel
     yield launch
     for cached in BUILDERS:
         cached.cache_clear()  # later users build against the real numba.cuda again
@@ -304,3 +313,31 @@ def test_the_race_check_finds_a_missing_barrier_in_one_block(threaded_cuda, monk
     monkeypatch.setattr(_Launch, "syncthreads", lambda self: None)
     run = threaded_cuda(fwd_kernel, 1, 4, 1, H, 1, fwd + [H], False, False)
     assert any(key[0] == "arg3" for key, _, _ in run.races())  # h read and written unordered
+
+
+def _sampler_args(cell, reset_after, L=2, H=5, V=6, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    G = {0: 4, 1: 3, 2: 1}[cell]
+    f = lambda *shape: (0.5 * rng.standard_normal(shape)).astype(np.float32)  # noqa: E731
+    GH = G * H
+    return [f(V, GH), f(L, GH, H), f(L, GH, H), f(L, GH), f(L, GH), f(V, H), f(V), f(L, H), f(L, H),
+            np.zeros((2, L, H), np.float32), np.zeros(V, np.float32), np.zeros(V, np.bool_), np.zeros(V),
+            np.zeros(GH, np.float32), np.zeros(GH, np.float32), np.zeros((2, H), np.float32),
+            np.zeros(1, np.int64), cell, reset_after, False, 0.9, 3, False, rng.random(n),
+            np.zeros(n, np.int64)]
+
+
+@pytest.mark.parametrize("cell,reset_after", [(0, True), (1, True), (1, False), (2, True)],
+                         ids=["lstm", "gru", "gru-classic", "rnn"])
+@pytest.mark.parametrize("nvb,threads,staged", [(3, 4, True), (4, 2, False)])
+def test_sampler_on_many_blocks_has_no_races(threaded_cuda, cell, reset_after, nvb, threads, staged):
+    L, H, V = 2, 5, 6
+    G = {0: 4, 1: 3, 2: 1}[cell]
+    on_grid, alone = _sampler_args(cell, reset_after), _sampler_args(cell, reset_after)
+    kernel = sample._kernel(L, H, V, G, nvb, 1, staged, True)
+    run = threaded_cuda.run_kernel(kernel, nvb, threads, on_grid)
+    assert run.races() == []
+    threaded_cuda.run_kernel(sample._kernel(L, H, V, G, nvb, nvb, staged, True), 1, 1, alone)
+    for k in (7, 8, 24):  # h, c, out
+        np.testing.assert_array_equal(on_grid[k], alone[k])
+    assert len(set(on_grid[24].tolist())) > 1 or cell == 2  # tokens were drawn

@@ -181,17 +181,32 @@ def test_persistent_layouts_compile_with_and_without_grid_sync_and_shared_memory
 
 
 @pytest.mark.parametrize("cell", [0, 1, 2])
-def test_sampling_kernel_compiles_for_sm90(compile_only, cell):
-    # the whole-text sampler: float32 state and gates, float64 only for the softmax weights
-    from seqtool.kernels.cuda import sample
+def test_sampling_kernel_compiles_for_sm90(compile_only, monkeypatch, cell):
+    # the whole-text sampler: float32 state and gates, float64 only for the softmax weights; the
+    # grid layout with the grid sync and rows in shared memory, the one-block layout without
+    from numba.cuda import dispatcher
 
+    from seqtool.kernels.cuda import sample, settings
+
+    ptx = {}
+
+    def record(config, *args):
+        sig = tuple(numba.typeof(a) for a in args)
+        ptx[config.griddim[0] > 1] = cuda.compile_ptx(config.dispatcher.py_func, sig, cc=CC)[0]
+
+    monkeypatch.setattr(dispatcher._LaunchConfiguration, "__call__", record)
     L, H, V, E = 2, 5, 7, 3
     G = {0: 4, 1: 3, 2: 1}[cell]
     rng = np.random.default_rng(0)
     f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
     weights = sample.pack(f32(V, E), [f32(G * H, E), f32(G * H, H)], [f32(G * H, H)] * L, [f32(G * H)] * L,
                           [f32(G * H)] * L, f32(V, H), f32(V))
-    h, c = f32(L, H), f32(L, H)
-    sample.sample_tokens(weights, cell, False, False, h, c, 0.8, 3, False, np.zeros(4), np.zeros(4, np.int64))
-    (name, _), = [k for k in compile_only if k[0] == "sample"]
-    assert ".entry" in compile_only[(name, _)]
+    for path in ("grid", "block"):
+        with settings.using(settings.Recurrence(path)):
+            sample.sample_tokens(weights, cell, False, False, f32(L, H), f32(L, H), 0.8, 3, False, np.zeros(4),
+                                 np.zeros(4, np.int64))
+    assert sorted(ptx) == [False, True]
+    for grid_wide, text in ptx.items():
+        assert ".entry" in text
+        assert ("cudaCGSynchronize" in text) == grid_wide
+        assert _shared_bytes(text) > 8  # the tiny model's rows fit in shared memory

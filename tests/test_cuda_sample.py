@@ -23,6 +23,7 @@ TOKENS = list("abcdefg hij\n")
 @pytest.fixture(autouse=True)
 def few_threads(monkeypatch):
     monkeypatch.setattr(cuda_sample, "THREADS", 4)  # fewer threads than units and tokens
+    monkeypatch.setattr(cuda_sample, "VIRTUAL_BLOCKS", 3)  # rows dealt to 3 blocks
 
 
 def _model(tmp_path, cell, reset_after, nonlin, layers=2):
@@ -85,3 +86,25 @@ def test_sample_on_cuda_is_one_launch_per_chunk_and_matches_cpu(tmp_path, monkey
     assert on_gpu == on_cpu
     # 90 tokens in chunks of 40: 3 sampler launches, plus the prime's one-layer-pass launches (2)
     assert count[0] - prime_launches == 3 + 2
+
+
+@pytest.mark.parametrize("cell,reset_after,nonlin", [("lstm", True, "tanh"), ("gru", False, "tanh")])
+@pytest.mark.parametrize("blocks,staged,path", [(1, True, "auto"), (5, False, "auto"), (7, True, "auto"),
+                                                (3, True, "block")])
+def test_every_layout_gives_the_same_tokens(tmp_path, monkeypatch, cell, reset_after, nonlin, blocks, staged,
+                                            path):
+    # rows dealt to 1-7 blocks (unevenly), weights staged in shared memory or read from global
+    # memory, and the one-block layout: all give the CPU sampler's tokens
+    from seqtool.kernels.cuda import persistent, settings
+
+    monkeypatch.setattr(cuda_sample, "VIRTUAL_BLOCKS", blocks)
+    if not staged:
+        monkeypatch.setattr(persistent, "SMEM_BYTES", 0)
+    assert cuda_sample.fits(2, 6, len(TOKENS), 4, blocks, blocks) == staged
+    model = _model(tmp_path, cell, reset_after, nonlin)
+    uniforms = np.random.default_rng(5).random(15)
+    with settings.using(settings.Recurrence(path)):
+        got, (h, c) = _on_gpu(model, "ba", 15, uniforms, temperature=0.9, top_k=4)
+    want, (h_cpu, _) = run_kernel(model, "ba", 15, uniforms=uniforms, temperature=0.9, top_k=4)
+    assert got == want
+    np.testing.assert_allclose(h, h_cpu, atol=2e-5)

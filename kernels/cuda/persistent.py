@@ -164,11 +164,18 @@ REFUSED: set = set()
 
 def launch(builder, G, dtype, H, N, args):
     """One launch of `builder`'s kernel on `args`, laid out by the current settings mode."""
-    mode = settings.current().mode
     key = (builder.__name__, np.dtype(dtype).str, H, N)
+    with_fallback(key, lambda grid_wide: _launch(builder, G, dtype, H, N, args, grid_wide))
+
+
+def with_fallback(key, run):
+    """run(grid_wide=True) for settings modes "auto" and "grid"; in "auto", where the device
+    refuses the cooperative launch (remembered by `key`), run(False): the one-block layout,
+    which modes "block" and "steps" take directly."""
+    mode = settings.current().mode
     if mode == "grid" or (mode == "auto" and key not in REFUSED):
         try:
-            return _launch(builder, G, dtype, H, N, args, True)
+            return run(True)
         except SeqtoolError:
             raise
         except Exception as err:
@@ -176,14 +183,19 @@ def launch(builder, G, dtype, H, N, args):
                 raise
             REFUSED.add(key)
             warnings.warn(f"cooperative launch refused here ({_compat.first_line(err)}); the "
-                          "recurrence runs in one block", RuntimeWarning, stacklevel=3)
-    return _launch(builder, G, dtype, H, N, args, False)
+                          "kernel runs in one block", RuntimeWarning, stacklevel=3)
+    return run(False)
 
 
 def _launch(builder, G, dtype, H, N, args, grid_wide):
     grid_blocks, threads, nvb, ub, vpb, staged = layout(G, H, N, dtype, grid_wide)
     kernel = _configured(builder, np.dtype(dtype), G, H, nvb, ub, vpb, staged, grid_wide, grid_blocks,
                          threads)
+    run_kernel(kernel, args)
+
+
+def run_kernel(kernel, args):
+    """kernel(*args), with a CUDA setup failure met there (no driver, no NVVM) as one line."""
     try:
         kernel(*args)
     except Exception as err:
