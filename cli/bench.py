@@ -31,8 +31,9 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--compare", type=click.Choice(("torch",)), default=None,
               help="Also time PyTorch's layer on the same step, interleaved with ours.")
 @click.option("--persistent", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
-              help="--device cuda, LSTM: the persistent kernels (one launch per layer and pass), "
-                   "the per-step kernels, or whichever the first call of the shape measures faster.")
+              help="--device cuda, LSTM: on = the grid-wide persistent kernels (one launch per layer "
+                   "and pass), off = the per-step kernels (for comparison), auto = the persistent "
+                   "kernels, on one block where the GPU refuses a cooperative launch.")
 @click.option("--matmul-peak", is_flag=True,
               help="Also measure NumPy's float32 1024^3 matmul GFLOP/s, the machine's GEMM peak.")
 @common_options
