@@ -100,8 +100,11 @@ def test_a_kernel_compiles_on_a_numpy_without_row_stack():
 
 
 def test_missing_numba_cuda_is_one_line_naming_the_fix(monkeypatch):
+    import numba
+
     monkeypatch.setattr(_compat, "_restore_row_stack", lambda: None)
     monkeypatch.setitem(sys.modules, "numba.cuda", None)
+    monkeypatch.delattr(numba, "cuda", raising=False)  # imported already by earlier tests
     with pytest.raises(SeqtoolError, match=r"numba.cuda cannot be imported.*pip install 'seqtool\[cuda\]'") as err:
         _compat.import_numba_cuda()
     assert "\n" not in str(err.value)
