@@ -124,6 +124,7 @@ def test_require_names_missing_nvvm(monkeypatch):
 
     from numba.cuda.cudadrv import error, nvvm
 
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)  # as on a GPU: the check runs
     fake_cuda = SimpleNamespace(is_available=lambda: True)
     fake_cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 1)))
     monkeypatch.setattr(devicelib, "_simulator", lambda: False)
