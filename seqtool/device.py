@@ -28,7 +28,8 @@ def _simulator() -> bool:
 def require(device: str) -> None:
     """Return if ``device`` can run the kernels, else raise SeqtoolError (exit 1 in the CLI).
 
-    "cuda" needs CuPy (the GEMMs) and a GPU that numba.cuda can see, or the CUDA simulator.
+    "cuda" needs numba-cuda with a GPU it can see and its compiler (NVVM), and CuPy (the
+    GEMMs), or the CUDA simulator. Each missing piece is named in the one-line error.
     """
     if device == "cpu":
         return
@@ -36,14 +37,22 @@ def require(device: str) -> None:
         raise SeqtoolError(f"unknown device {device!r}; use cpu or cuda")
     if _simulator():
         return
+    from seqtool.kernels.cuda import _compat
+
+    cuda = _compat.import_numba_cuda()
     try:
-        import cupy
-        from numba import cuda
-        available = cuda.is_available() and cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError, or a CUDA driver that fails to load
+        available = cuda.is_available()
+    except Exception:  # a CUDA driver that fails to load
         available = False
     if not available:
         raise SeqtoolError(NO_GPU)
+    cupy = _compat.import_cupy()
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:
+        raise SeqtoolError(f"CuPy cannot reach the GPU ({_compat.first_line(err)}): install the CuPy "
+                           "for this CUDA version (cupy-cuda12x), or use --device cpu") from None
+    _compat.check_toolchain(cuda)
 
 
 def use(device: str) -> None:

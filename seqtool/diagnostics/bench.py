@@ -186,13 +186,26 @@ def _timed(step: Callable[[], None]) -> float:
     return time.perf_counter() - t0
 
 
+# bench --persistent -> the CUDA recurrence mode (seqtool.kernels.cuda.settings): "on" the
+# grid-wide persistent kernels, "off" the per-step kernels, "auto" the kernels' own choice
+PERSISTENT_MODES = {"auto": "auto", "on": "grid", "off": "steps"}
+
+
 def run(cfg: BenchConfig, compare: str | None = None, on_step: Callable[[int], None] | None = None,
-        model=None, device: str = "cpu") -> dict:
+        model=None, device: str = "cpu", persistent: str = "auto") -> dict:
     """Time cfg.warmup + cfg.steps training steps; returns the result record.
 
     With compare="torch" PyTorch runs the same step right after each of ours (interleaved, so
-    both see the same machine load), with as many threads as the kernels use.
+    both see the same machine load), with as many threads as the kernels use. ``persistent``
+    picks how the CUDA recurrences run (PERSISTENT_MODES).
     """
+    from seqtool.kernels.cuda import settings
+
+    with settings.using(settings.Recurrence(PERSISTENT_MODES[persistent])):
+        return _run(cfg, compare, on_step, model, device)
+
+
+def _run(cfg, compare, on_step, model, device) -> dict:
     from seqtool import kernels
 
     cfg.validate()

@@ -249,21 +249,22 @@ def run_sampler(model: Predictor, weights: tuple, h, c, temperature, top_k, argm
     return 1
 
 
-def _device_tokens(model: Predictor, h, c, temperature, top_k, argmax, uniforms, out) -> None:
-    """What the compiled loop does, for weights on a GPU: one recurrent step per token on the
-    device, the draw on the host (same `pick`, same uniforms). h, c (L, H) advance past them."""
-    from seqtool.device import put
-    from seqtool.kernels.sample import pick
+def _device_weights(model: Predictor) -> dict:
+    """The CUDA sampler's weights (kernels/cuda/sample.py), packed once per generation."""
+    from seqtool.kernels.cuda import sample as cuda_sample
 
-    hs, cs = put(h[:, None, :], "cuda"), put(c[:, None, :], "cuda")  # (L, 1, H)
-    for i in range(out.shape[0]):
-        logits = to_host(hs[-1, 0] @ model.head_w.T + model.head_b)
-        tok = pick(logits, temperature, top_k, argmax, uniforms[i])
-        out[i] = tok
-        _, (hs, c_next) = _forward(model, np.array([[tok]]), (hs, cs))
-        cs = cs if c_next is None else c_next
-    h[...] = to_host(hs[:, 0])
-    c[...] = to_host(cs[:, 0])
+    layer = lambda name: [getattr(model.rnn, f"{name}_l{k}").data for k in range(model.layers)]  # noqa: E731
+    return cuda_sample.pack(model.embed, layer("weight_ih"), layer("weight_hh"), layer("bias_ih"),
+                            layer("bias_hh"), model.head_w, model.head_b)
+
+
+def _device_tokens(model: Predictor, weights: dict, h, c, temperature, top_k, argmax, uniforms, out) -> None:
+    """What the compiled loop does, for weights on a GPU: all of `out`'s tokens in one launch of
+    the CUDA sampler (same `pick`, same uniforms). h, c (L, H) advance past them."""
+    from seqtool.kernels.cuda import sample as cuda_sample
+
+    cuda_sample.sample_tokens(weights, _CELLS[model.cell], model.reset_after, model.relu, h, c,
+                              temperature, top_k, argmax, uniforms, out)
 
 
 def iter_generate(model: Predictor, length: int, temperature: float = 1.0, prime_text: str = "",
@@ -284,7 +285,7 @@ def iter_generate(model: Predictor, length: int, temperature: float = 1.0, prime
     h, c = prime(model, prime_text)
     on_device = is_device_array(model.embed) or cuda_kernels_for_host_arrays()
     threads = sampling_threads(model)
-    weights = None if on_device else _kernel_weights(model, threads)
+    weights = _device_weights(model) if on_device else _kernel_weights(model, threads)
     rng = np.random.default_rng(seed)
     detok = _Detokenizer(model, after_prime=bool(prime_text.strip()))
     if include_prime and prime_text:
@@ -296,7 +297,8 @@ def iter_generate(model: Predictor, length: int, temperature: float = 1.0, prime
         n = min(chunk, length - done)
         u = rng.random(n)  # drawn in sequence: chunking does not change the stream
         if on_device:
-            _device_tokens(model, h, c, float(temperature), int(top_k), bool(argmax), u, out[:n])
+            _device_tokens(model, weights, h, c, float(temperature), int(top_k), bool(argmax), u,
+                           out[:n])
         else:
             threads = run_sampler(model, weights, h, c, float(temperature), int(top_k),
                                   bool(argmax), u, out[:n], threads)
