@@ -21,7 +21,8 @@ NO_GPU = "no CUDA GPU found; use --device cpu"
 _active = "cpu"
 
 
-def _simulator() -> bool:
+def simulator() -> bool:
+    """True under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): no GPU, NumPy arrays."""
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 
@@ -35,24 +36,24 @@ def require(device: str) -> None:
         return
     if device != "cuda":
         raise SeqtoolError(f"unknown device {device!r}; use cpu or cuda")
-    if _simulator():
+    if simulator():
         return
-    from seqtool.kernels.cuda import _compat
+    from seqtool.kernels.cuda import toolchain
 
-    cuda = _compat.import_numba_cuda()
+    cuda = toolchain.import_numba_cuda()
     try:
         available = cuda.is_available()
     except Exception:  # a CUDA driver that fails to load
         available = False
     if not available:
         raise SeqtoolError(NO_GPU)
-    cupy = _compat.import_cupy()
+    cupy = toolchain.import_cupy()
     try:
         cupy.cuda.runtime.getDeviceCount()
     except Exception as err:
-        raise SeqtoolError(f"CuPy cannot reach the GPU ({_compat.first_line(err)}): install the CuPy "
+        raise SeqtoolError(f"CuPy cannot reach the GPU ({toolchain.first_line(err)}): install the CuPy "
                            "for this CUDA version (cupy-cuda12x), or use --device cpu") from None
-    _compat.check_toolchain(cuda)
+    toolchain.check_toolchain(cuda)
 
 
 def use(device: str) -> None:
@@ -68,7 +69,7 @@ def active() -> str:
 
 def cuda_kernels_for_host_arrays() -> bool:
     """True only under the simulator on --device cuda: NumPy arrays, CUDA kernels."""
-    return _active == "cuda" and _simulator()
+    return _active == "cuda" and simulator()
 
 
 def put(array, device: str | None = None):
@@ -78,7 +79,7 @@ def put(array, device: str | None = None):
     from seqtool.core.xp import is_device_array, to_host
 
     device = device or _active
-    if device == "cuda" and not _simulator():
+    if device == "cuda" and not simulator():
         import cupy
 
         return cupy.asarray(array)

@@ -14,7 +14,7 @@ import pytest
 
 from seqtool import device as devicelib
 from seqtool.errors import SeqtoolError
-from seqtool.kernels.cuda import _compat
+from seqtool.kernels.cuda import toolchain
 
 pytest.importorskip("numba_cuda", reason="numba-cuda (pip install -e .[cuda]) not installed")
 
@@ -36,8 +36,8 @@ _WITHOUT_ROW_STACK = """
 """
 
 _REGISTRIES = """
-    from seqtool.kernels.cuda import _compat
-    cuda = _compat.import_numba_cuda()
+    from seqtool.kernels.cuda import toolchain
+    cuda = toolchain.import_numba_cuda()
     import numba.cuda.np.arrayobj, numba.cuda.np.arraymath, numba.cuda.np.npyimpl  # noqa
     import os
     if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":  # the real target (the simulator has none)
@@ -62,10 +62,10 @@ def test_numpy_without_row_stack_still_works():
 
 def test_the_alias_is_still_needed():
     # Without seqtool's fix, this numba-cuda fails on a NumPy without row_stack. When it stops
-    # failing, numba-cuda no longer needs the alias: delete _compat._restore_row_stack.
+    # failing, numba-cuda no longer needs the alias: delete toolchain._restore_row_stack.
     r = _python(textwrap.dedent(_WITHOUT_ROW_STACK) + "import numba.cuda.np.arrayobj\n")
     if r.returncode == 0:
-        pytest.skip("this numba-cuda imports without np.row_stack: the alias in _compat can go")
+        pytest.skip("this numba-cuda imports without np.row_stack: the alias in kernels/cuda/toolchain.py can go")
     assert "row_stack" in r.stderr
 
 
@@ -74,14 +74,14 @@ def test_existing_row_stack_is_left_alone(monkeypatch):
 
     own = object()
     monkeypatch.setattr(np, "row_stack", own, raising=False)
-    _compat._restore_row_stack()
+    toolchain._restore_row_stack()
     assert np.row_stack is own
 
 
 def test_a_kernel_compiles_on_a_numpy_without_row_stack():
     r = _python(textwrap.dedent(_WITHOUT_ROW_STACK) + textwrap.dedent("""
-        from seqtool.kernels.cuda import _compat
-        cuda = _compat.import_numba_cuda()
+        from seqtool.kernels.cuda import toolchain
+        cuda = toolchain.import_numba_cuda()
         import numba
         def twice(a):
             a[0] = a[0] * 2  # typing loads every registry, arrayobj.py included
@@ -102,18 +102,18 @@ def test_a_kernel_compiles_on_a_numpy_without_row_stack():
 def test_missing_numba_cuda_is_one_line_naming_the_fix(monkeypatch):
     import numba
 
-    monkeypatch.setattr(_compat, "_restore_row_stack", lambda: None)
+    monkeypatch.setattr(toolchain, "_restore_row_stack", lambda: None)
     monkeypatch.setitem(sys.modules, "numba.cuda", None)
     monkeypatch.delattr(numba, "cuda", raising=False)  # imported already by earlier tests
     with pytest.raises(SeqtoolError, match=r"numba.cuda cannot be imported.*pip install 'seqtool\[cuda\]'") as err:
-        _compat.import_numba_cuda()
+        toolchain.import_numba_cuda()
     assert "\n" not in str(err.value)
 
 
 def test_missing_cupy_is_one_line_naming_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
     with pytest.raises(SeqtoolError, match=r"^CuPy cannot be imported .*cupy-cuda12x") as err:
-        _compat.import_cupy()
+        toolchain.import_cupy()
     assert "\n" not in str(err.value)
 
 
@@ -127,9 +127,9 @@ def test_require_names_missing_nvvm(monkeypatch):
     monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)  # as on a GPU: the check runs
     fake_cuda = SimpleNamespace(is_available=lambda: True)
     fake_cupy = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(getDeviceCount=lambda: 1)))
-    monkeypatch.setattr(devicelib, "_simulator", lambda: False)
-    monkeypatch.setattr(_compat, "import_numba_cuda", lambda: fake_cuda)
-    monkeypatch.setattr(_compat, "import_cupy", lambda: fake_cupy)
+    monkeypatch.setattr(devicelib, "simulator", lambda: False)
+    monkeypatch.setattr(toolchain, "import_numba_cuda", lambda: fake_cuda)
+    monkeypatch.setattr(toolchain, "import_cupy", lambda: fake_cupy)
 
     def no_nvvm():
         raise error.NvvmSupportError("libNVVM cannot be found")
@@ -145,7 +145,7 @@ def test_require_names_missing_nvvm(monkeypatch):
 def test_setup_errors_met_at_launch_become_one_line():
     from numba.cuda.cudadrv import error
 
-    err = _compat.toolchain_error(error.CudaSupportError("Error at driver init: no driver\nmore"))
+    err = toolchain.toolchain_error(error.CudaSupportError("Error at driver init: no driver\nmore"))
     assert isinstance(err, SeqtoolError)
     assert str(err).startswith("CUDA setup failed (CudaSupportError: Error at driver init: no driver)")
-    assert _compat.toolchain_error(ValueError("a bug")) is None  # not hidden
+    assert toolchain.toolchain_error(ValueError("a bug")) is None  # not hidden

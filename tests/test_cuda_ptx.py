@@ -20,9 +20,9 @@ numba_cuda = pytest.importorskip("numba_cuda", reason="numba-cuda (pip install -
 
 import numba  # noqa: E402
 
-from seqtool.kernels.cuda import _compat  # noqa: E402
+from seqtool.kernels.cuda import toolchain  # noqa: E402
 
-cuda = _compat.import_numba_cuda()  # the way seqtool imports it (NumPy fixed up first)
+cuda = toolchain.import_numba_cuda()  # the way seqtool imports it (NumPy fixed up first)
 
 CC = (9, 0)
 

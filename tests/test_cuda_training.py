@@ -41,7 +41,7 @@ def device_arrays(monkeypatch):
         import cupy
 
         assert cupy.HOST_MIX  # the stand-in, not a real CuPy
-        monkeypatch.setattr(device, "_simulator", lambda: False)
+        monkeypatch.setattr(device, "simulator", lambda: False)
 
 
 def _train(tmp_path, dev, steps=3):

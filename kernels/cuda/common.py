@@ -9,14 +9,13 @@ numba.cuda is imported on first use, never at import time, so that `import seqto
 works on a CPU-only install; the kernels are built per dtype on first call (see `kernel_cache`).
 """
 import functools
-import os
 import warnings
 
 import numpy as np
 
-from seqtool.device import NO_GPU
+from seqtool.device import NO_GPU, simulator  # noqa: F401  (simulator: used by the other cuda modules)
 from seqtool.errors import SeqtoolError
-from seqtool.kernels.cuda import _compat
+from seqtool.kernels.cuda import toolchain
 
 # Threads per block of the elementwise kernels. Module-level so tests can shrink it (the
 # simulator runs each thread as a Python thread; tiny blocks exercise the grid arithmetic).
@@ -28,13 +27,9 @@ _cuda = None
 
 
 
-def simulator():
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
-
-
 def cuda():
     """numba.cuda, or a clear SeqtoolError when it is missing or there is no usable device."""
-    numba_cuda = _compat.import_numba_cuda()
+    numba_cuda = toolchain.import_numba_cuda()
     if not numba_cuda.is_available():  # the simulator counts as available
         raise SeqtoolError(NO_GPU)
     return numba_cuda

@@ -40,7 +40,7 @@ import warnings
 import numpy as np
 
 from seqtool.errors import SeqtoolError
-from seqtool.kernels.cuda import _compat, common, settings
+from seqtool.kernels.cuda import common, settings, toolchain
 
 SMEM_BYTES = 48 * 1024  # static shared memory per block
 THREADS = 256  # threads per block at most (tests shrink it)
@@ -182,7 +182,7 @@ def with_fallback(key, run):
             if mode == "grid" or not _refused(err):
                 raise
             REFUSED.add(key)
-            warnings.warn(f"cooperative launch refused here ({_compat.first_line(err)}); the "
+            warnings.warn(f"cooperative launch refused here ({toolchain.first_line(err)}); the "
                           "kernel runs in one block", RuntimeWarning, stacklevel=3)
     return run(False)
 
@@ -199,7 +199,7 @@ def run_kernel(kernel, args):
     try:
         kernel(*args)
     except Exception as err:
-        setup = _compat.toolchain_error(err) if not common.simulator() else None
+        setup = toolchain.toolchain_error(err) if not common.simulator() else None
         if setup is not None:
             raise setup from None
         raise

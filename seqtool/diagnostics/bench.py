@@ -92,9 +92,9 @@ def build_model(cfg: BenchConfig):
 
 def _synchronize(device: str) -> None:
     """Wait for the GPU (its launches are asynchronous) so a step's time is the whole step."""
-    from seqtool.device import _simulator
+    from seqtool.device import simulator
 
-    if device == "cuda" and not _simulator():
+    if device == "cuda" and not simulator():
         import cupy
 
         cupy.cuda.Device().synchronize()
