@@ -5,10 +5,12 @@ own on the same weights and leaves the same task state on every rank."""
 import json
 import math
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from seqtool.cli.main import cli
+from seqtool.training.distributed import split_weighted
 from test_distributed import TASKS, _mpi, needs_mpi
 
 # More held-out data than the training tests use, so each of 2 or 3 parts gets some of it
@@ -20,6 +22,20 @@ MORE_VALIDATION = {"charlm": [], "genre": ["--val-frac", "0.5"], "seq2seq": ["--
 EXACT = {"seq2seq", "sed"}
 # sed detects nothing (F1 undefined) for its first ~20 steps: train until decoding finds events.
 STEPS = {"sed": 60}
+
+
+def test_weighted_split_is_contiguous_and_near_equal_in_weight():
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 5, 17):
+        weights = rng.integers(1, 400, n)
+        for parts in (1, 2, 3, 4):
+            b = split_weighted(weights, parts)
+            assert len(b) == parts and b[0][0] == 0 and b[-1][1] == n
+            assert all(b[i][1] == b[i + 1][0] for i in range(parts - 1))
+            shares = [int(weights[lo:hi].sum()) for lo, hi in b]
+            biggest = int(weights.max()) if n else 0
+            assert max(shares) <= weights.sum() / parts + biggest, (n, parts, shares)
+    assert split_weighted([100, 1, 1, 1, 1], 2) == [(0, 1), (1, 5)]  # by weight, not by count
 
 
 def _trained_task(name, tmp_path, monkeypatch, steps=None):

@@ -37,7 +37,7 @@ import numpy as np
 from seqtool.errors import SeqtoolError
 
 __all__ = ["launched_by_mpi", "current_world", "start_world", "Solo", "MPIWorld", "Replicas",
-           "split_bounds", "split_items", "PeerFailure", "StartupFailure"]
+           "split_bounds", "split_weighted", "split_items", "PeerFailure", "StartupFailure"]
 
 MPI_ENV_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 DEFAULT_TIMEOUT_S = 600.0
@@ -67,6 +67,17 @@ class StartupFailure(SeqtoolError):
 def split_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     """Contiguous [lo, hi) ranges of n items for `parts` ranks, sizes differing by at most one."""
     cuts = [(n * r) // parts for r in range(parts + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def split_weighted(weights, parts: int) -> list[tuple[int, int]]:
+    """Contiguous [lo, hi) ranges of items for `parts` ranks with near-equal total weight (e.g.
+    the frames of validation recordings): each item goes to the part its weight's midpoint
+    falls in, so a part exceeds its share by at most the largest item's weight."""
+    w = np.asarray(weights, np.float64)
+    middles = np.cumsum(w) - w / 2
+    total = float(w.sum())
+    cuts = [0] + [int(np.searchsorted(middles, total * r / parts)) for r in range(1, parts)] + [len(w)]
     return list(zip(cuts[:-1], cuts[1:]))
 
 

@@ -101,12 +101,12 @@ class GenreTask(PlannedEpochs):
 
     def evaluate_part(self, rank: int, size: int):
         """(sum of log p(true class), correct, pieces) over this rank's contiguous share of the
-        validation pieces, or None without validation pieces."""
-        from seqtool.training.distributed import split_bounds
+        validation pieces (near-equal in steps), or None without validation pieces."""
+        from seqtool.training.distributed import split_weighted
 
         if not self.val:
             return None
-        lo, hi = split_bounds(len(self.val), size)[rank]
+        lo, hi = split_weighted([len(p.features) for p in self.val], size)[rank]
         if lo == hi:
             return 0.0, 0, 0
         probs = chunk_probabilities(self.model, [p.features for p in self.val[lo:hi]], self.seq_len)

@@ -141,14 +141,14 @@ class SEDTask(PlannedEpochs):
         return candidates
 
     def evaluate_part(self, rank: int, size: int):
-        """This rank's contiguous share of the validation recordings, each decoded whole:
-        {"loss": [(summed BCE, frames) per recording], "events": [events per candidate]}.
-        Recordings are scored alike whichever rank runs them, so the merge is exact."""
-        from seqtool.training.distributed import split_bounds
+        """This rank's contiguous share of the validation recordings (near-equal in frames),
+        each decoded whole: {"loss": [(summed BCE, frames) per recording], "events": [events
+        per candidate]}. Recordings are scored alike on any rank, so the merge is exact."""
+        from seqtool.training.distributed import split_weighted
 
         if not self.val:
             return None
-        lo, hi = split_bounds(len(self.val), size)[rank]
+        lo, hi = split_weighted([len(r.features) for r in self.val], size)[rank]
         losses, probs = [], []
         for rec in self.val[lo:hi]:
             logits = frame_logits(self.model, rec.features, self.seq_len)
