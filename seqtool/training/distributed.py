@@ -12,6 +12,11 @@ Allreduce over a single flat buffer sums the gradients together with a few contr
 loss, Ctrl-C, rank 0's time budget). Every rank then clips and steps identically. Collectives are
 non-blocking calls polled with a watchdog that names a rank that died on this machine and gives
 up after SEQTOOL_MPI_TIMEOUT seconds (default 600) without an answer.
+
+Validation is split the same way (``Replicas.evaluate``): each rank evaluates its deterministic
+share of the held-out data (``task.evaluate_part``), rank 0 merges the parts
+(``task.merge_validation``) and broadcasts the result, and every rank adopts it
+(``task.adopt_validation``), so decisions and task state (e.g. tuned decoding) agree everywhere.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 from seqtool.errors import SeqtoolError
 
 __all__ = ["launched_by_mpi", "current_world", "start_world", "Solo", "MPIWorld", "Replicas",
-           "split_bounds", "split_items", "PeerFailure", "StartupFailure"]
+           "split_bounds", "split_weighted", "split_items", "PeerFailure", "StartupFailure"]
 
 MPI_ENV_VARS = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 DEFAULT_TIMEOUT_S = 600.0
@@ -65,6 +70,17 @@ def split_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(cuts[:-1], cuts[1:]))
 
 
+def split_weighted(weights, parts: int) -> list[tuple[int, int]]:
+    """Contiguous [lo, hi) ranges of items for `parts` ranks with near-equal total weight (e.g.
+    the frames of validation recordings): each item goes to the part its weight's midpoint
+    falls in, so a part exceeds its share by at most the largest item's weight."""
+    w = np.asarray(weights, np.float64)
+    middles = np.cumsum(w) - w / 2
+    total = float(w.sum())
+    cuts = [0] + [int(np.searchsorted(middles, total * r / parts)) for r in range(1, parts)] + [len(w)]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
 def split_items(batch: tuple, axes: tuple, parts: int) -> list[tuple]:
     """`batch` cut into `parts` slices of its items: element i along axis ``axes[i]`` (None
     elements stay None). The item count is the length of the first element's axis."""
@@ -91,6 +107,9 @@ class Solo:
         return obj
 
     def allgather(self, obj, what: str = "state") -> list:
+        return [obj]
+
+    def gather(self, obj, what: str = "state") -> list:
         return [obj]
 
     def check_start(self, fingerprint: dict | None, error: tuple | None = None) -> None:
@@ -162,6 +181,19 @@ class MPIWorld:
         self._wait(self.comm.Iallgather(np.array([data.size], np.int64), counts), what)
         out = np.empty(int(counts.sum()), np.uint8)
         self._wait(self.comm.Iallgatherv(data, [out, counts.tolist()]), what)
+        cuts = np.concatenate([[0], np.cumsum(counts)])
+        return [pickle.loads(out[a:b].tobytes()) for a, b in zip(cuts[:-1], cuts[1:])]
+
+    def gather(self, obj, what: str = "state") -> list | None:
+        """Every rank's `obj`, in rank order, on rank 0 (None elsewhere)."""
+        data = np.frombuffer(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+        counts = np.zeros(self.size, np.int64) if self.is_root else None
+        self._wait(self.comm.Igather(np.array([data.size], np.int64), counts, root=0), what)
+        if not self.is_root:
+            self._wait(self.comm.Igatherv(data, None, root=0), what)
+            return None
+        out = np.empty(int(counts.sum()), np.uint8)
+        self._wait(self.comm.Igatherv(data, [out, counts.tolist()], root=0), what)
         cuts = np.concatenate([[0], np.cumsum(counts)])
         return [pickle.loads(out[a:b].tobytes()) for a, b in zip(cuts[:-1], cuts[1:])]
 
@@ -375,6 +407,21 @@ class Replicas:
                                   float(interrupted), float(self._drew)]
         buf[n_grad + 5:] = [0.0 if p.grad is None else 1.0 for p in self.params]
         return buf, views
+
+    def evaluate(self):
+        """The task's validation result (None: no validation data), identical on every rank.
+
+        One rank: ``task.evaluate()`` as is (nothing pickled). Several: each rank evaluates its
+        part, rank 0 merges and broadcasts. A task without ``evaluate_part`` is validated by
+        rank 0 alone."""
+        task, world = self.task, self.world
+        if world.size == 1:
+            return task.evaluate()
+        if not hasattr(task, "evaluate_part"):
+            return world.bcast(task.evaluate() if world.is_root else None, "validation")
+        parts = world.gather(task.evaluate_part(world.rank, world.size), "validation")
+        result = world.bcast(task.merge_validation(parts) if world.is_root else None, "validation")
+        return task.adopt_validation(result)
 
     def gather_arrays(self, arrays: dict, axis: int | None) -> dict:
         """Carried per-item arrays of all ranks, joined along the item axis (for a checkpoint)."""

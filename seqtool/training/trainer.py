@@ -11,6 +11,12 @@ validation, checkpoints, NaN recovery and progress. What a task provides::
     loss(batch) -> Tensor         scalar training loss (forward only; the Trainer does backward)
     batch_tokens(batch) -> int    tokens in a batch, for tokens/s
     evaluate() -> dict | None     {"loss": float, ...} on held-out data (None: no validation data)
+    evaluate_part(rank, size)     optional, for MPI: a picklable partial result of this rank's
+                                  deterministic share of the held-out data
+    merge_validation(parts)       what evaluate() returns, from every rank's part (rank order)
+    adopt_validation(result)      sets the task state a validation leaves (tuned settings, scores
+                                  for on_validation) from the merged result; returns it.
+                                  evaluate() = adopt_validation(merge_validation([evaluate_part(0, 1)]))
     on_validation(reporter)       optional: e.g. print a sample to stderr
     data_state() -> dict          JSON position in the data (resume)
     load_data_state(dict)
@@ -115,7 +121,8 @@ class Trainer:
 
     Under ``mpiexec`` (``world``: seqtool.training.distributed.current_world()) every rank runs a Trainer
     on the same global batches; see seqtool.training.distributed.Replicas for what a step does there.
-    Only rank 0 reports, validates and writes files; decisions reach every rank.
+    Validation is split over the ranks and its merged result reaches every rank; only rank 0
+    reports and writes files; decisions reach every rank.
     """
 
     def __init__(self, task, output, settings: TrainSettings, rng: np.random.Generator | None = None,
@@ -282,7 +289,7 @@ class Trainer:
         but leaves the lr schedule and patience alone, so stopping early and resuming continues
         exactly as an uninterrupted run would.
         """
-        result = self.world.bcast(self.task.evaluate() if self.world.is_root else None, "validation")
+        result = self.replicas.evaluate()  # on several ranks: split over them, the same everywhere
         if train_loss is not None:
             self.history["train_loss"].append([self.step, round(float(train_loss), 6)])
         record = {"event": "validation", "step": self.step, "epoch": self.epochs_done(),

@@ -93,20 +93,36 @@ class CharLMTask:
 
     def evaluate(self):
         """Mean loss (nats per token) over the validation text, or None without one."""
+        return self.adopt_validation(self.merge_validation([self.evaluate_part(0, 1)]))
+
+    def _val_streams(self):
+        """(streams' first positions in the ids, tokens per stream, warm-up tokens), or None."""
         val, full = self.corpus.val, self.corpus.ids
         if len(val) < 2:
             return None
         offset = len(full) - len(val)
         N = max(1, min(_EVAL_STREAMS, (len(val) - 1) // 8))
         S = (len(val) - 1) // N
-        starts = offset + np.arange(N) * S
-        model = self.model
+        return offset + np.arange(N) * S, S, int(min(_EVAL_WARMUP, offset))
+
+    def evaluate_part(self, rank: int, size: int):
+        """(summed loss, tokens) of this rank's contiguous share of the validation streams
+        (each stream is scored alike whichever rank runs it), or None without validation text."""
+        from seqtool.training.distributed import split_bounds
+
+        layout = self._val_streams()
+        if layout is None:
+            return None
+        starts, S, W = layout
+        lo, hi = split_bounds(len(starts), size)[rank]
+        starts, full, model = starts[lo:hi], self.corpus.ids, self.model
+        if not len(starts):
+            return 0.0, 0
         was_training = model.training
         model.eval()
         total, count = 0.0, 0
         with no_grad():
             state = None
-            W = int(min(_EVAL_WARMUP, offset))
             if W:  # the tokens just before each stream, unscored, so no stream starts cold
                 warm = full[starts[:, None] - W + np.arange(W)[None, :]].T  # (W, N)
                 _, state = model(np.ascontiguousarray(warm), None)
@@ -120,7 +136,18 @@ class CharLMTask:
                 total += float(loss.data)
                 count += pos.size
         model.train(was_training)
+        return total, count
+
+    def merge_validation(self, parts):
+        if parts[0] is None:
+            return None
+        total, count = parts[0]
+        for t, c in parts[1:]:
+            total, count = total + t, count + c
         return {"loss": total / count, "val_tokens": count}
+
+    def adopt_validation(self, result):
+        return result  # nothing to keep: the progress sample depends on the weights alone
 
     def on_validation(self, reporter) -> None:
         if getattr(reporter, "quiet", True) or not self.sample_chars:

@@ -97,14 +97,35 @@ class GenreTask(PlannedEpochs):
 
     def evaluate(self):
         """Chunk-averaged validation: loss = mean -log p(true class), plus accuracy."""
+        return self.adopt_validation(self.merge_validation([self.evaluate_part(0, 1)]))
+
+    def evaluate_part(self, rank: int, size: int):
+        """(sum of log p(true class), correct, pieces) over this rank's contiguous share of the
+        validation pieces (near-equal in steps), or None without validation pieces."""
+        from seqtool.training.distributed import split_weighted
+
         if not self.val:
             return None
-        probs = chunk_probabilities(self.model, [p.features for p in self.val], self.seq_len)
-        p_true = probs[np.arange(len(self.val)), self._y_val]
-        loss = float(-np.mean(np.log(np.maximum(p_true, 1e-12))))
-        acc = float(np.mean(probs.argmax(axis=1) == self._y_val))
-        self._last_accuracy = acc
-        return {"loss": loss, "val_accuracy": round(acc, 6)}
+        lo, hi = split_weighted([len(p.features) for p in self.val], size)[rank]
+        if lo == hi:
+            return 0.0, 0, 0
+        probs = chunk_probabilities(self.model, [p.features for p in self.val[lo:hi]], self.seq_len)
+        y = self._y_val[lo:hi]
+        log_p = float(np.sum(np.log(np.maximum(probs[np.arange(hi - lo), y], 1e-12))))
+        return log_p, int(np.sum(probs.argmax(axis=1) == y)), hi - lo
+
+    def merge_validation(self, parts):
+        if parts[0] is None:
+            return None
+        log_p, correct, n = parts[0]
+        for lp, c, k in parts[1:]:
+            log_p, correct, n = log_p + lp, correct + c, n + k
+        return {"loss": float(-(log_p / n)), "val_accuracy": round(correct / n, 6)}
+
+    def adopt_validation(self, result):
+        if result is not None:
+            self._last_accuracy = result["val_accuracy"]
+        return result
 
     def on_validation(self, reporter) -> None:
         # the Trainer's line shows the loss; accuracy is what a classifier's user watches

@@ -131,28 +131,62 @@ class SEDTask(PlannedEpochs):
         tune_decoding the threshold and median filter with the lowest mean of the segment-based
         and event-based error rates become the model's defaults for predict and eval (segment ER
         alone favours no median filter, which splits events and doubles event insertions)."""
-        if not self.val:
-            return None
-        total, frames, probs = 0.0, 0, []
-        for rec in self.val:
-            logits = frame_logits(self.model, rec.features, self.seq_len)
-            total += _bce_numpy(logits, rec.roll) * len(logits)
-            frames += len(logits)
-            probs.append(probabilities(logits))
+        return self.adopt_validation(self.merge_validation([self.evaluate_part(0, 1)]))
+
+    def _candidates(self) -> list[tuple[float, float]]:
+        """(threshold, median ms) decodings scored at a validation: the current one first."""
         candidates = [(self.threshold, self.median_ms)]
         if self.tune_decoding:
             candidates += [(t, m) for t in TUNE_THRESHOLDS for m in TUNE_MEDIAN_MS]
+        return candidates
+
+    def evaluate_part(self, rank: int, size: int):
+        """This rank's contiguous share of the validation recordings (near-equal in frames),
+        each decoded whole: {"loss": [(summed BCE, frames) per recording], "events": [events
+        per candidate]}. Recordings are scored alike on any rank, so the merge is exact."""
+        from seqtool.training.distributed import split_weighted
+
+        if not self.val:
+            return None
+        lo, hi = split_weighted([len(r.features) for r in self.val], size)[rank]
+        losses, probs = [], []
+        for rec in self.val[lo:hi]:
+            logits = frame_logits(self.model, rec.features, self.seq_len)
+            losses.append((_bce_numpy(logits, rec.roll) * len(logits), len(logits)))
+            probs.append(probabilities(logits))
+        events = [[e for rec, p in zip(self.val[lo:hi], probs)
+                   for e in detect(p, self.labels, self.features.hop_s, rec.duration, t, m, rec.name)]
+                  for t, m in self._candidates()]
+        return {"loss": losses, "events": events}
+
+    def merge_validation(self, parts):
+        if parts[0] is None:
+            return None
+        total, frames = 0.0, 0
+        for part in parts:
+            for t, n in part["loss"]:
+                total, frames = total + t, frames + n
+        ref = [e for rec in self.val for e in rec.events]
+        durations = {r.name: r.duration for r in self.val}
         best = None
-        for t, m in candidates:
-            seg, evt = self.decoded_scores(probs, t, m)
+        for k, (t, m) in enumerate(self._candidates()):
+            est = [e for part in parts for e in part["events"][k]]
+            seg = segment_based(ref, est, self.labels, 1.0, durations)
+            evt = event_based(ref, est, self.labels)
             key = round(0.5 * (seg["error_rate"] + evt["error_rate"]), 9)
             if best is None or key < best[0]:
                 best = (key, t, m, seg, evt)
-        _, self.threshold, self.median_ms, seg, evt = best
-        self.last_scores = {"segment_f1": round(seg["f1"], 4), "segment_er": round(seg["error_rate"], 4),
-                            "event_f1": round(evt["f1"], 4), "event_er": round(evt["error_rate"], 4)}
-        return {"loss": total / frames, **self.last_scores, "threshold": self.threshold,
-                "median_ms": self.median_ms}
+        _, threshold, median_ms, seg, evt = best
+        return {"loss": total / frames, "segment_f1": round(seg["f1"], 4),
+                "segment_er": round(seg["error_rate"], 4), "event_f1": round(evt["f1"], 4),
+                "event_er": round(evt["error_rate"], 4), "threshold": threshold, "median_ms": median_ms}
+
+    def adopt_validation(self, result):
+        """The chosen decoding becomes the task's (and the model file's) on every rank."""
+        if result is not None:
+            self.threshold, self.median_ms = result["threshold"], result["median_ms"]
+            self.last_scores = {k: result[k] for k in ("segment_f1", "segment_er", "event_f1", "event_er")}
+        return result
 
     def decoded_scores(self, probs, threshold, median_ms) -> tuple[dict, dict]:
         """(segment-based, event-based) scores of the validation recordings decoded this way."""

@@ -129,22 +129,46 @@ class Seq2SeqTask:
         return self.position / len(self.batches)
 
     def evaluate(self):
+        """Teacher-forced loss on the validation pairs, and greedy exact match / BLEU on up to
+        _VAL_DECODE of them; None without validation pairs."""
+        return self.adopt_validation(self.merge_validation([self.evaluate_part(0, 1)]))
+
+    def evaluate_part(self, rank: int, size: int):
+        """This rank's contiguous share of the validation batches and of the decoded batches:
+        {"loss": [(summed loss, target tokens) per batch], "decoded": [(exact, text) per pair]}.
+        Batches are the same whatever the split, so the merge equals one process exactly."""
+        from seqtool.training.distributed import split_bounds
+
         if not self.val_batches:
             return None
+        lo, hi = split_bounds(len(self.val_batches), size)[rank]
         model = self.model
         was_training = model.training
         model.eval()
-        total, count = 0.0, 0
+        sums = []
         with no_grad():
-            for idx in self.val_batches:
+            for idx in self.val_batches[lo:hi]:
                 src, lengths, tgt_in, tgt_out = self._batch(idx)
                 logits = model(src, lengths, tgt_in)
-                total += float(cross_entropy(logits, tgt_out, ignore_index=PAD, reduction="sum").data)
-                count += int((tgt_out != PAD).sum())
-        result = {"loss": total / count}
-        self.last_scores = self._decode_scores()
-        result.update(self.last_scores)
+                sums.append((float(cross_entropy(logits, tgt_out, ignore_index=PAD, reduction="sum").data),
+                             int((tgt_out != PAD).sum())))
+        decoded = self._decode_part(rank, size)
         model.train(was_training)
+        return {"loss": sums, "decoded": decoded}
+
+    def merge_validation(self, parts):
+        if parts[0] is None:
+            return None
+        total, count = 0.0, 0
+        for part in parts:
+            for t, c in part["loss"]:
+                total, count = total + t, count + c
+        decoded = [d for part in parts for d in part["decoded"]]
+        return {"loss": total / count, **self._decode_scores(decoded)}
+
+    def adopt_validation(self, result):
+        if result is not None:
+            self.last_scores = {k: v for k, v in result.items() if k != "loss"}
         return result
 
     def on_validation(self, reporter) -> None:
@@ -156,24 +180,32 @@ class Seq2SeqTask:
             reporter.info(f"  greedy on {min(len(self.val_idx), _VAL_DECODE)} validation pairs: "
                           + ", ".join(shown))
 
-    def _decode_scores(self) -> dict:
-        """Greedy exact match (and BLEU when sacrebleu is there) on up to _VAL_DECODE val pairs."""
+    def _decode_part(self, rank: int, size: int) -> list:
+        """(exact match, detokenized text or None) of this rank's share of the greedy batches
+        over the first _VAL_DECODE validation pairs."""
+        from seqtool.training.distributed import split_bounds
+
         pick = self.val_idx[:_VAL_DECODE]
+        lo, hi = split_bounds(-(-len(pick) // EVAL_BATCH), size)[rank]
         translator = Translator(self.model, self.unit, self.src_vocab, self.tgt_vocab, self.max_target_len)
-        hyps = []
-        for k in range(0, len(pick), EVAL_BATCH):
+        out = []
+        for k in range(lo * EVAL_BATCH, min(hi * EVAL_BATCH, len(pick)), EVAL_BATCH):
             part = pick[k:k + EVAL_BATCH]
-            hyps += translator.greedy([self.src_ids[i] for i in part])
-        exact = np.mean([h.ids == self.tgt_ids[i].tolist() for h, i in zip(hyps, pick)])
-        scores = {"val_exact": round(float(exact), 4)}
+            for h, i in zip(translator.greedy([self.src_ids[i] for i in part]), part):
+                text = translator.text(h.ids) if self.references is not None else None
+                out.append((h.ids == self.tgt_ids[i].tolist(), text))
+        return out
+
+    def _decode_scores(self, decoded: list) -> dict:
+        """Greedy exact match (and BLEU when sacrebleu is there) of the decoded pairs, in order."""
+        scores = {"val_exact": round(float(np.mean([exact for exact, _ in decoded])), 4)}
         if self.references is not None:
             try:
                 import sacrebleu
             except ImportError:
                 return scores
-            texts = [translator.text(h.ids) for h in hyps]
-            refs = [self.references[i] for i in pick]
-            scores["val_bleu"] = round(sacrebleu.corpus_bleu(texts, [refs]).score, 2)
+            refs = [self.references[i] for i in self.val_idx[:len(decoded)]]
+            scores["val_bleu"] = round(sacrebleu.corpus_bleu([t for _, t in decoded], [refs]).score, 2)
         return scores
 
     def data_state(self) -> dict:
