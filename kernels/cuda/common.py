@@ -9,11 +9,12 @@ numba.cuda is imported on first use, never at import time, so that `import seqto
 works on a CPU-only install; the kernels are built per dtype on first call (see `kernel_cache`).
 """
 import functools
+import os
 import warnings
 
 import numpy as np
 
-from seqtool.device import NO_GPU, simulator  # noqa: F401  (simulator: used by the other cuda modules)
+from seqtool.device import NO_GPU
 from seqtool.errors import SeqtoolError
 from seqtool.kernels.cuda import toolchain
 
@@ -25,6 +26,11 @@ BLOCK = 128
 # refer to numba.cuda for its fake (a closure variable would keep the real one).
 _cuda = None
 
+
+def simulator():
+    """Numba's CUDA simulator is on (kernels run in Python threads). Read here, not through
+    seqtool.device, whose notion of host arrays the tests of device arrays patch separately."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 
 def cuda():
