@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from seqtool import functional as F
+from seqtool import memory
 from seqtool import xp
 from seqtool.device import cuda_kernels_for_host_arrays
 from seqtool.autograd import Function, Tensor
@@ -138,6 +139,7 @@ class RNNBase(Module):
         rng = self.dropout_rng
         G, H = _GATES[self.mode], self.hidden_size
         dirs = 2 if bidirectional else 1
+        self._check_memory(np.dtype(dtype).itemsize)
         bound = 1.0 / np.sqrt(H)
         for layer in range(self.num_layers):
             d_in = self.input_size if layer == 0 else H * dirs
@@ -165,6 +167,17 @@ class RNNBase(Module):
                 if bias:
                     setattr(self, f"bias_ih_l{layer}{sfx}", Parameter(b_ih))
                     setattr(self, f"bias_hh_l{layer}{sfx}", Parameter(b_hh))
+
+    def _check_memory(self, itemsize: int) -> None:
+        """Refuse sizes that cannot fit before NumPy tries (a MemoryError traceback, or worse)."""
+        n = memory.recurrent_param_count(self.mode, self.input_size, self.hidden_size,
+                                         self.num_layers, self.bidirectional)
+        dirs = 2 if self.bidirectional else 1
+        largest = _GATES[self.mode] * self.hidden_size * max(self.input_size, self.hidden_size * dirs)
+        layers = "layer" if self.num_layers == 1 else "layers"
+        memory.require_memory(n * itemsize + largest * 8,  # + the float64 draw of one matrix
+                              f"an {self.mode.upper()} of {self.num_layers} {layers} x "
+                              f"{self.hidden_size} hidden units")
 
     @property
     def num_directions(self):
