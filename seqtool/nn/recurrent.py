@@ -13,7 +13,7 @@ from seqtool import memory
 from seqtool import xp
 from seqtool.device import cuda_kernels_for_host_arrays
 from seqtool.autograd import Function, Tensor
-from seqtool.errors import UsageError
+from seqtool.errors import SeqtoolError, UsageError
 from seqtool.nn import init as initializers
 from seqtool.nn.module import Module, Parameter
 from seqtool.xp import is_device_array
@@ -179,6 +179,18 @@ class RNNBase(Module):
                               f"an {self.mode.upper()} of {self.num_layers} {layers} x "
                               f"{self.hidden_size} hidden units")
 
+    def _check_dtype(self, dtype, hx) -> None:
+        """The kernels take one float type: say so, as torch does, instead of a Numba TypingError."""
+        want = self.weight_hh_l0.dtype
+        states = hx if isinstance(hx, (tuple, list)) else (hx,)
+        found = [np.dtype(dtype)] + [np.dtype(h.dtype) for h in states if h is not None]
+        bad = next((d for d in found if d != want), None)
+        if bad is not None:
+            what = "input" if bad == found[0] and np.dtype(dtype) != want else "initial state"
+            raise SeqtoolError(f"{type(self).__name__}: expected {what} of dtype {want} (the layer's "
+                               f"weights) but found {bad}; convert it with .astype(np.{want}) or "
+                               f"build the layer with dtype=np.{bad}")
+
     @property
     def num_directions(self):
         return 2 if self.bidirectional else 1
@@ -211,6 +223,7 @@ class RNNBase(Module):
         T, N, D = x.shape
         if D != self.input_size:
             raise UsageError(f"input has {D} features, the layer expects {self.input_size}")
+        self._check_dtype(x.dtype, hx)
         lengths = self._lengths(lengths, T, N)
         H, dirs, lstm = self.hidden_size, self.num_directions, self.mode == "lstm"
         h0, c0 = (hx if lstm and hx is not None else (hx, None))
