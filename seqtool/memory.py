@@ -63,9 +63,9 @@ def available_memory() -> int | None:
 
 
 def format_bytes(n: float) -> str:
-    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+    for unit, size in (("EiB", 2 ** 60), ("PiB", 2 ** 50), ("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= size:
-            return f"{n / size:.3g} {unit}"
+            return f"{n / size:.3g} {unit}" if n < 1000 * 2 ** 60 else f"{n / size:.0f} {unit}"
     return f"{int(n)} bytes"
 
 
