@@ -4,9 +4,9 @@
 
 Both run the same LSTM charlm: by default a 2 x 256 one with random weights (embed 64,
 vocab 96), or with --model a trained charlm LSTM file; the weights are copied into
-torch.nn modules, and both sample with temperature 1. seqtool: `seqtool.sampling.generate`
+torch.nn modules, and both sample with temperature 1. seqtool: `seqtool.tasks.charlm.sampler.generate`
 (what `seqtool sample` runs: the whole loop in one @njit call per 4096 tokens, the hidden units
-split over `seqtool.sampling.sampling_threads()` threads), after a warm-up call so compilation
+split over `seqtool.tasks.charlm.sampler.sampling_threads()` threads), after a warm-up call so compilation
 is not counted. PyTorch: embedding -> nn.LSTM -> Linear -> softmax -> multinomial per character
 under torch.no_grad(), with torch.set_num_threads(TORCH_THREADS, default 2: faster here than
 1, 1,950 vs 1,420 chars/s). The two alternate for --rounds rounds, so a machine that speeds up
@@ -37,7 +37,8 @@ def build(path, hidden, layers, embed, vocab):
 
 
 def seqtool_runner(path, length):
-    from seqtool.sampling import generate, load_charlm, sampling_threads
+    from seqtool.tasks.charlm import load as load_charlm
+    from seqtool.tasks.charlm.sampler import generate, sampling_threads
 
     lm = load_charlm(path)
     print(f"seqtool sampling threads: {sampling_threads(lm)}", file=sys.stderr)
@@ -61,7 +62,7 @@ def cli_rate(path, length):
 def torch_runner(path, length):
     import torch
 
-    from seqtool.modelfile import load_model
+    from seqtool.io.modelfile import load_model
 
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
     arrays, meta = load_model(path, expect_task="charlm")
@@ -116,7 +117,7 @@ def main():
         ours, theirs = seqtool_runner(path, a.length), torch_runner(path, a.torch_length)
         rounds = [(ours(seed), theirs(seed)) for seed in range(a.rounds)]
         n, secs = cli_rate(path, a.length)
-        from seqtool.modelfile import load_model
+        from seqtool.io.modelfile import load_model
 
         meta = load_model(path, expect_task="charlm")[1]
     cfg, vocab = meta["config"], len(meta["vocab"]["tokens"])

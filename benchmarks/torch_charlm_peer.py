@@ -1,6 +1,6 @@
 """The PyTorch char-LSTM peer that `seqtool train charlm` must beat at equal wall-clock.
 
-    python benchmarks/torch_charlm_peer.py TEXT [--time-budget 300] [--json]
+    python benchmarks/torch_charlm_peer.py TEXT [--time-budget 300] [--device cpu|cuda] [--json]
 
 Model and training follow jcjohnson/torch-rnn's defaults (train.lua):
     Embedding(V, 64) -> LSTM(64, 128) -> LSTM(128, 128) -> Linear(128, V), no dropout
@@ -21,7 +21,9 @@ evaluates (seqtool/tasks/charlm.py): 128 parallel streams over the validation te
 warmed up on the 64 characters before it (unscored), mean cross-entropy in nats per character.
 
 Prints steps, epochs, training seconds, chars/s (training characters per second) and the final
-validation loss. Needs torch (an optional dependency of seqtool).
+validation loss. Needs torch (an optional dependency of seqtool). --device cuda trains on the
+GPU (cuDNN's LSTM; batches are moved there step by step, as seqtool's charlm does), the peer
+for `seqtool train charlm --device cuda` (benchmarks/gpu.sh).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def batches(train, batch, seq_len):
     return train[idx], train[idx + 1]
 
 
-def evaluate(torch, model, full, n_val):
+def evaluate(torch, model, full, n_val, device="cpu"):
     """Mean cross-entropy (nats/char) over the last n_val characters, seqtool's procedure."""
     F = torch.nn.functional
     offset = len(full) - n_val
@@ -89,11 +91,11 @@ def evaluate(torch, model, full, n_val):
         W = int(min(EVAL_WARMUP, offset))
         if W:
             warm = full[starts[:, None] - W + np.arange(W)[None, :]].T  # (W, N)
-            _, state = model(torch.from_numpy(np.ascontiguousarray(warm)), None)
+            _, state = model(torch.from_numpy(np.ascontiguousarray(warm)).to(device), None)
         for t0 in range(0, S, EVAL_CHUNK):
             pos = starts[None, :] + np.arange(t0, min(S, t0 + EVAL_CHUNK))[:, None]  # (t, N)
-            logits, state = model(torch.from_numpy(full[pos]), state)
-            target = torch.from_numpy(full[pos + 1])
+            logits, state = model(torch.from_numpy(full[pos]).to(device), state)
+            target = torch.from_numpy(full[pos + 1]).to(device)
             total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                            reduction="sum"))
             count += pos.size
@@ -121,6 +123,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="torch.set_num_threads (default: the cores this process may use)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = p.parse_args(argv)
     if args.time_budget <= 0 or not 0 < args.val_frac < 1:
@@ -130,6 +133,8 @@ def main(argv=None):
     except ImportError:
         sys.exit("PyTorch is not installed: pip install torch")
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("PyTorch here has no CUDA GPU: use --device cpu")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     vocab, full, train, val = load(args.text, args.val_frac)
@@ -137,7 +142,7 @@ def main(argv=None):
         sys.exit("text too short for a validation split")
     xs, ys = batches(train, args.batch, args.seq_len)  # (chunks, T, N)
     xs, ys = torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(np.ascontiguousarray(ys))
-    model = make_model(torch, len(vocab), args.embed, args.hidden, args.layers)
+    model = make_model(torch, len(vocab), args.embed, args.hidden, args.layers).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     F = torch.nn.functional
 
@@ -149,9 +154,9 @@ def main(argv=None):
             if args.lr_decay_every and epoch % args.lr_decay_every == 0:
                 for g in opt.param_groups:
                     g["lr"] *= args.lr_decay_factor
-        logits, state = model(xs[k], state)  # (T, N, V)
+        logits, state = model(xs[k].to(args.device), state)  # (T, N, V)
         state = tuple(s.detach() for s in state)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys[k].reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys[k].to(args.device).reshape(-1))
         opt.zero_grad()
         loss.backward()
         if args.clip > 0:
@@ -160,12 +165,12 @@ def main(argv=None):
             else:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
-        loss_value = loss.item()
+        loss_value = loss.item()  # waits for the step (on a GPU too)
         steps, k = steps + 1, k + 1
     seconds = time.perf_counter() - t_start
-    val_loss, val_scored = evaluate(torch, model, full, len(val))
+    val_loss, val_scored = evaluate(torch, model, full, len(val), args.device)
     rec = {"peer": "torch-rnn defaults (PyTorch)", "torch_version": torch.__version__,
-           "threads": args.threads, "steps": steps, "epochs": epoch + k / len(xs),
+           "device": args.device, "threads": args.threads, "steps": steps, "epochs": epoch + k / len(xs),
            "train_seconds": seconds, "chars_per_s": steps * args.batch * args.seq_len / seconds,
            "last_train_loss": loss_value, "val_loss": val_loss, "val_bits_per_char": val_loss / math.log(2),
            "val_chars": len(val), "val_scored": val_scored, "vocab": len(vocab)}
@@ -173,7 +178,7 @@ def main(argv=None):
         print(json.dumps(rec))
     else:
         print(f"steps {steps}  epochs {rec['epochs']:.2f}  {seconds:.1f} s  "
-              f"{rec['chars_per_s']:,.0f} chars/s  ({args.threads} threads, torch {torch.__version__})")
+              f"{rec['chars_per_s']:,.0f} chars/s  ({args.device}, {args.threads} threads, torch {torch.__version__})")
         print(f"final validation loss {val_loss:.4f} nats/char ({rec['val_bits_per_char']:.3f} bits/char) "
               f"({val_scored:,} of the last {len(val):,} characters scored); last train loss {loss_value:.4f}")
 

@@ -31,8 +31,9 @@ _POSITIVE = click.IntRange(min=1)
 @click.option("--compare", type=click.Choice(("torch",)), default=None,
               help="Also time PyTorch's layer on the same step, interleaved with ours.")
 @click.option("--persistent", type=click.Choice(("auto", "on", "off")), default="auto", show_default=True,
-              help="--device cuda, LSTM: the persistent kernels (one launch per layer and pass), "
-                   "the per-step kernels, or whichever the first call of the shape measures faster.")
+              help="--device cuda, LSTM: on = the grid-wide persistent kernels (one launch per layer "
+                   "and pass), off = the per-step kernels (for comparison), auto = the persistent "
+                   "kernels, on one block where the GPU refuses a cooperative launch.")
 @click.option("--matmul-peak", is_flag=True,
               help="Also measure NumPy's float32 1024^3 matmul GFLOP/s, the machine's GEMM peak.")
 @common_options
@@ -66,7 +67,7 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
 
         raise UsageError("--persistent chooses between CUDA LSTM kernels: use it with --device cuda --cell lstm")
 
-    from seqtool.bench import BenchConfig, check_compare, matmul_peak as measure_peak, run
+    from seqtool.diagnostics.bench import BenchConfig, check_compare, matmul_peak as measure_peak, run
 
     out = Reporter(quiet=quiet, json_output=json_output)
     cfg = BenchConfig(cell=cell, hidden=hidden, batch=batch, seq_len=seq_len, input_size=input_size,
@@ -77,11 +78,9 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     check_compare(cfg, compare)
     out.info(f"bench {_shape(cfg)}: {warmup} warm-up + {steps} timed steps"
              + (" (interleaved with PyTorch)" if compare else ""))
-    from seqtool.kernels.cuda.persistent import forced
-
-    with forced({"auto": None, "on": True, "off": False}[persistent]), \
-            out.progress("steps", total=warmup + steps, transient=True) as bar:
-        rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device)
+    with out.progress("steps", total=warmup + steps, transient=True) as bar:
+        rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device,
+                  persistent=persistent)
     if device == "cuda" and cell == "lstm":
         rec["persistent"] = persistent
     if matmul_peak:

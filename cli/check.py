@@ -60,7 +60,7 @@ def check(json_output, quiet, device, seed):
 
     use(device)  # one-line error without a GPU
 
-    from seqtool import selfcheck
+    from seqtool.diagnostics import selfcheck
 
     out = Reporter(quiet=quiet, json_output=json_output)
     out.info("checking the kernels against the naive reference and numeric gradients...")

@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
 # Write errors of a full or failing disk. Files seqtool writes itself turn them into a
-# SeqtoolError naming the file (seqtool.fileio); what is left is stdout redirected to a file.
+# SeqtoolError naming the file (seqtool.io.fileio); what is left is stdout redirected to a file.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 
 

@@ -21,12 +21,13 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from seqtool.device import DEVICES
+
 __all__ = [
     "common_options", "train_options", "DURATION", "make_console", "progress", "emit_json",
-    "Reporter", "task_options", "given_options", "task_handler",
+    "Reporter", "task_options", "feature_options", "print_records", "print_report",
 ]
 
-DEVICES = ("cpu", "cuda")
 CELLS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adadelta", "rmsprop")
 
@@ -105,9 +106,28 @@ train_options = _stack(
                  help="Fraction of the data held out for validation, in [0, 1)."),
 )
 
+def feature_options(prefix: str = "") -> Callable:
+    """The log-mel feature options of the audio tasks (sed; genre on recordings), each help text
+    starting with ``prefix``."""
+    return _stack(
+        click.option("--sr", type=click.IntRange(min=1000), default=None,
+                     help=f"{prefix}{'s' if prefix else 'S'}ample rate the audio is resampled to [default: 16000]."),
+        click.option("--win-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"{prefix}STFT window, ms [default: 40]."),
+        click.option("--hop-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"{prefix}{'f' if prefix else 'F'}rame hop, ms [default: 20]."),
+        click.option("--n-mels", type=click.IntRange(min=1), default=None,
+                     help=f"{prefix}{'m' if prefix else 'M'}el bands [default: 64]."),
+        click.option("--fmin", type=click.FloatRange(min=0), default=None,
+                     help=f"{prefix}{'l' if prefix else 'L'}owest mel frequency, Hz [default: 0]."),
+        click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"{prefix}{'h' if prefix else 'H'}ighest mel frequency, Hz [default: sr/2]."),
+    )
+
+
 # Options of `seqtool predict` and `seqtool eval` that belong to one task or another. They all
-# default to None/False; the command passes only those given (given_options) to the task's
-# handler, which rejects what it does not use (TaskOptions.only) with a usage error.
+# default to None/False; only those given reach the task (seqtool.tasks.TaskOptions), which
+# rejects what it does not use with a usage error.
 task_options = _stack(
     click.option("--beam", type=_POSITIVE_INT, default=None,
                  help="seq2seq: beam width (1: greedy) [default: 1]."),
@@ -129,30 +149,6 @@ task_options = _stack(
                  help="sed: save the activity piano-roll as a PNG."),
 )
 
-
-class TaskOptions(dict):
-    """The task options a user gave (name -> value), for a handler to read and check.
-
-    ``device`` ("cpu" or "cuda", already checked by the command) is where the handler should
-    put the model (seqtool.device.module_to).
-    """
-
-    device = "cpu"
-
-    def only(self, task: str, allowed: tuple[str, ...] = ()) -> "TaskOptions":
-        """Reject, with a usage error, an option that `task` does not use."""
-        from seqtool.errors import UsageError
-
-        extra = [k for k in self if k not in allowed]
-        if extra:
-            flag = "--" + extra[0].replace("_", "-")
-            raise UsageError(f"{flag} does not apply to {task} models")
-        return self
-
-
-def given_options(**values) -> TaskOptions:
-    """Keep only the options given on the command line (not None, not an unset flag/multiple)."""
-    return TaskOptions({k: v for k, v in values.items() if v not in (None, False, ())})
 
 
 # ----------------------------------------------------------------------------- output helpers
@@ -258,23 +254,19 @@ class Reporter:
         return progress(description, total, quiet=self.quiet, console=self.console, **kw)
 
 
-def task_handler(table, command, model):
-    """The handler in `table` for MODEL's task, or a one-line error.
+def print_records(records, out: Reporter) -> None:
+    """Each record as soon as it comes: its text line, or its JSON line with --json."""
+    for record in records:
+        if out.json_output:
+            out.emit(record.data)
+        else:
+            click.echo(record.text)
+            sys.stdout.flush()
 
-    `table` maps a task to a function or to "module:attribute", imported only when that task's
-    model is used (so the command does not import every task).
-    """
-    import importlib
 
-    from seqtool.errors import SeqtoolError
-    from seqtool.modelfile import read_meta
-
-    task = read_meta(model)["task"]
-    handler = table.get(task)
-    if handler is None:
-        raise SeqtoolError(f"seqtool {command} does not support {task} models "
-                           f"(supported: {', '.join(sorted(table))})")
-    if isinstance(handler, str):
-        module, attr = handler.split(":")
-        handler = getattr(importlib.import_module(module), attr)
-    return handler
+def print_report(report, out: Reporter) -> None:
+    """A task's report: its text, or one JSON object with --json."""
+    if out.json_output:
+        out.emit(report.data)
+    else:
+        click.echo(report.text)

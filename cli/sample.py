@@ -13,6 +13,22 @@ STREAM_CHUNK = 64  # tokens per compiled call with --stream or --stop-at
 BATCH_CHUNK = 4096  # otherwise
 
 
+def _write_text(pieces, flush_each: bool) -> None:
+    """The generated text on stdout as UTF-8 bytes, ending a terminal's line."""
+    stdout = sys.stdout.buffer
+    ends_with_newline = True
+    for piece in pieces:
+        # Encoded here, not by sys.stdout, so a C locale cannot turn text into an error;
+        # the byte unit's decoder already replaced invalid bytes, so this is valid UTF-8.
+        stdout.write(piece.encode("utf-8", errors="replace"))
+        if flush_each:
+            stdout.flush()
+        ends_with_newline = piece.endswith("\n") if piece else ends_with_newline
+    if not ends_with_newline and sys.stdout.isatty():
+        stdout.write(b"\n")  # a terminal prompt should not follow the text on its line
+    stdout.flush()
+
+
 @click.command("sample")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--length", "-n", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -37,13 +53,14 @@ def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_a
     the rounding of the products depends on its CPU and thread count).
     """
     from seqtool.device import use
-    from seqtool.sampling import iter_generate, load_charlm, to_device
+    from seqtool.tasks.charlm import load
+    from seqtool.tasks.charlm.sampler import iter_generate
 
     out = Reporter(quiet=quiet, json_output=json_output)
     use(device)  # one-line error without a GPU
     # On a GPU each token is one step of kernel launches plus a copy of the logits; the
     # compiled CPU loop is faster for one stream, but the choice is the user's.
-    lm = to_device(load_charlm(model), device)
+    lm = load(model, device)
     chunk = STREAM_CHUNK if (stream or stop_at) else BATCH_CHUNK
     pieces = iter_generate(lm, length, temperature, prime_text, top_k, argmax, seed,
                            stop_at or None, chunk=chunk)
@@ -53,18 +70,7 @@ def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_a
         seconds = time.perf_counter() - t0
         emit_json({"text": text, "unit": lm.unit, "seconds": round(seconds, 6)})
         return
-    stdout = click.get_binary_stream("stdout")
-    ends_with_newline = True
-    for piece in pieces:
-        # Encoded here, not by sys.stdout, so a C locale cannot turn text into an error;
-        # the byte unit's decoder already replaced invalid bytes, so this is valid UTF-8.
-        stdout.write(piece.encode("utf-8", errors="replace"))
-        if stream:
-            stdout.flush()
-        ends_with_newline = piece.endswith("\n") if piece else ends_with_newline
-    if not ends_with_newline and sys.stdout.isatty():
-        stdout.write(b"\n")  # a terminal prompt should not follow the text on its line
-    stdout.flush()
+    _write_text(pieces, flush_each=stream)
     seconds = time.perf_counter() - t0
     out.info(f"generated {length if not stop_at else 'up to ' + str(length)} {lm.unit} tokens "
              f"in {seconds:.2f} s")

@@ -69,7 +69,7 @@ def synth_scenes(clips, out_dir, timelines, scenes, duration, events_per_class, 
     from pathlib import Path
 
     from seqtool.errors import UsageError
-    from seqtool.synth import NOISE_KINDS, synth_scenes_to_dir
+    from seqtool.data.synth import NOISE_KINDS, synth_scenes_to_dir
 
     out = Reporter(quiet=quiet, json_output=json_output)
     if background not in NOISE_KINDS and not Path(background).is_file():

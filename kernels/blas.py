@@ -57,17 +57,6 @@ def gemm_tn_partial(a, b, partial, k, nblocks):
 
 
 @njit(cache=True)
-def colsum_partial(a, partial, k, nblocks):
-    """partial = a[block].sum(axis=0)."""
-    lo, hi = block(k, nblocks, a.shape[0])
-    partial[:] = 0.0
-    for r in range(lo, hi):
-        row = a[r]
-        for j in range(a.shape[1]):
-            partial[j] += row[j]
-
-
-@njit(cache=True)
 def rowsum_block(a, out, k, nblocks):
     """Block k of out = a.sum(axis=1) for a (P, M), split over a's rows."""
     lo, hi = block(k, nblocks, a.shape[0])

@@ -30,7 +30,7 @@ token). Measured on a 2-core Xeon with 2 MB of L2 per core, four choices follow:
   starts on what the previous one read last: at ~1.5 MB per core the weights sit at the edge
   of what L2 keeps, and this order is worth 5-8%.
 
-Packed layout (built by seqtool.sampling._kernel_weights): the hidden units are cut into
+Packed layout (built by seqtool.tasks.charlm.sampler._kernel_weights): the hidden units are cut into
 `nblocks` blocks; a thread takes a contiguous run of blocks. Gate rows are ordered block by
 block, each block holding its units' rows in gate order: [i f g o of block 0][i f g o of
 block 1]... `panels` holds, for block b and layer l,

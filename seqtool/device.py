@@ -2,7 +2,7 @@
 
 --device cuda keeps every array of a training step on the GPU as a CuPy array: parameters,
 gradients, optimizer state, batches, the recurrent state carried between batches. The
-autograd ops work on either kind (seqtool.xp), the recurrent layers pick the CUDA kernels for
+autograd ops work on either kind (seqtool.core.xp), the recurrent layers pick the CUDA kernels for
 CuPy arrays, and model files always hold host arrays (device-neutral: train on one, run on the
 other).
 
@@ -21,29 +21,39 @@ NO_GPU = "no CUDA GPU found; use --device cpu"
 _active = "cpu"
 
 
-def _simulator() -> bool:
+def simulator() -> bool:
+    """True under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): no GPU, NumPy arrays."""
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "") == "1"
 
 
 def require(device: str) -> None:
     """Return if ``device`` can run the kernels, else raise SeqtoolError (exit 1 in the CLI).
 
-    "cuda" needs CuPy (the GEMMs) and a GPU that numba.cuda can see, or the CUDA simulator.
+    "cuda" needs numba-cuda with a GPU it can see and its compiler (NVVM), and CuPy (the
+    GEMMs), or the CUDA simulator. Each missing piece is named in the one-line error.
     """
     if device == "cpu":
         return
     if device != "cuda":
         raise SeqtoolError(f"unknown device {device!r}; use cpu or cuda")
-    if _simulator():
+    if simulator():
         return
+    from seqtool.kernels.cuda import toolchain
+
+    cuda = toolchain.import_numba_cuda()
     try:
-        import cupy
-        from numba import cuda
-        available = cuda.is_available() and cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # ImportError, or a CUDA driver that fails to load
+        available = cuda.is_available()
+    except Exception:  # a CUDA driver that fails to load
         available = False
     if not available:
         raise SeqtoolError(NO_GPU)
+    cupy = toolchain.import_cupy()
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:
+        raise SeqtoolError(f"CuPy cannot reach the GPU ({toolchain.first_line(err)}): install the CuPy "
+                           "for this CUDA version (cupy-cuda12x), or use --device cpu") from None
+    toolchain.check_toolchain(cuda)
 
 
 def use(device: str) -> None:
@@ -59,17 +69,17 @@ def active() -> str:
 
 def cuda_kernels_for_host_arrays() -> bool:
     """True only under the simulator on --device cuda: NumPy arrays, CUDA kernels."""
-    return _active == "cuda" and _simulator()
+    return _active == "cuda" and simulator()
 
 
 def put(array, device: str | None = None):
     """`array` on `device` (default: the active one): a CuPy array for a GPU, else NumPy."""
     import numpy as np
 
-    from seqtool.xp import is_device_array, to_host
+    from seqtool.core.xp import is_device_array, to_host
 
     device = device or _active
-    if device == "cuda" and not _simulator():
+    if device == "cuda" and not simulator():
         import cupy
 
         return cupy.asarray(array)

@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from seqtool.xp import asarray_on
+from seqtool.core.xp import asarray_on
 from seqtool.errors import SeqtoolError, UsageError
 
 __all__ = [
@@ -35,6 +35,17 @@ __all__ = [
     "make_optimizer",
     "OPTIMIZERS",
 ]
+
+
+def _average_square(avg, d, decay: float, scratch) -> None:
+    """avg = decay * avg + (1 - decay) * d**2, in place, in the order torch computes it."""
+    avg *= decay
+    np.multiply(d, d, out=scratch)
+    scratch *= 1.0 - decay
+    avg += scratch
+
+
+_HYPER_NAMES = {"eps": "epsilon"}  # as torch.optim words its errors
 
 
 def _check(ok: bool, what: str, value) -> None:
@@ -64,12 +75,18 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         if len({id(p) for p in self.params}) != len(self.params):
             raise ValueError("optimizer got the same parameter more than once")
-        _check(lr >= 0.0, "learning rate", lr)
+        _check(0.0 <= lr < math.inf, "learning rate", lr)
         self.lr = float(lr)
         self.state: list[dict] = [{} for _ in self.params]
         # (shape, dtype, slot) -> buffer; shared by parameters of equal shape because
         # parameters are updated one after another.
         self._scratch: dict = {}
+
+    def _set_nonnegative(self, **values) -> None:
+        """Check each hyperparameter is >= 0 (a usage error otherwise) and keep it as a float."""
+        for name, value in values.items():
+            _check(0.0 <= value < math.inf, f"{_HYPER_NAMES.get(name, name)} value", value)
+            setattr(self, name, float(value))
 
     def _tmp(self, like: np.ndarray, slot: int) -> np.ndarray:
         key = (like.shape, like.dtype.str, slot)
@@ -172,13 +189,10 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, lr)
-        _check(momentum >= 0.0, "momentum value", momentum)
-        _check(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        self._set_nonnegative(momentum=momentum, weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise UsageError("Nesterov momentum requires a momentum and zero dampening")
-        self.momentum = float(momentum)
         self.dampening = float(dampening)
-        self.weight_decay = float(weight_decay)
         self.nesterov = bool(nesterov)
 
     def _update(self, p, g, st, lr):
@@ -231,13 +245,11 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False):
         super().__init__(params, lr)
-        _check(eps >= 0.0, "epsilon value", eps)
+        self._set_nonnegative(eps=eps)
         _check(0.0 <= betas[0] < 1.0, "beta parameter at index 0", betas[0])
         _check(0.0 <= betas[1] < 1.0, "beta parameter at index 1", betas[1])
-        _check(weight_decay >= 0.0, "weight_decay value", weight_decay)
+        self._set_nonnegative(weight_decay=weight_decay)
         self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
         self.amsgrad = bool(amsgrad)
 
     def _update(self, p, g, st, lr):
@@ -274,10 +286,7 @@ class Adam(Optimizer):
         np.subtract(d, m, out=t)
         t *= 1.0 - b1
         m += t
-        v *= b2
-        np.multiply(d, d, out=t)
-        t *= 1.0 - b2
-        v += t
+        _average_square(v, d, b2, t)
         if self.amsgrad:
             vmax = st["max_exp_avg_sq"]
             np.maximum(vmax, v, out=vmax)
@@ -308,14 +317,8 @@ class Adagrad(Optimizer):
     def __init__(self, params, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10):
         super().__init__(params, lr)
-        _check(lr_decay >= 0.0, "lr_decay value", lr_decay)
-        _check(weight_decay >= 0.0, "weight_decay value", weight_decay)
-        _check(initial_accumulator_value >= 0.0, "initial_accumulator_value value", initial_accumulator_value)
-        _check(eps >= 0.0, "epsilon value", eps)
-        self.lr_decay = float(lr_decay)
-        self.weight_decay = float(weight_decay)
-        self.initial_accumulator_value = float(initial_accumulator_value)
-        self.eps = float(eps)
+        self._set_nonnegative(lr_decay=lr_decay, weight_decay=weight_decay,
+                              initial_accumulator_value=initial_accumulator_value, eps=eps)
 
     def _update(self, p, g, st, lr):
         d = self._decayed_grad(p, g, float(self.weight_decay))
@@ -341,11 +344,8 @@ class Adadelta(Optimizer):
     def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0.0):
         super().__init__(params, lr)
         _check(0.0 <= rho <= 1.0, "rho value", rho)
-        _check(eps >= 0.0, "epsilon value", eps)
-        _check(weight_decay >= 0.0, "weight_decay value", weight_decay)
         self.rho = float(rho)
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self._set_nonnegative(eps=eps, weight_decay=weight_decay)
 
     def _update(self, p, g, st, lr):
         rho, eps = float(self.rho), float(self.eps)
@@ -355,10 +355,7 @@ class Adadelta(Optimizer):
             st["acc_delta"] = np.zeros_like(p)
         sq, acc = st["square_avg"], st["acc_delta"]
         std, delta = self._tmp(p, 1), self._tmp(p, 2)
-        sq *= rho
-        np.multiply(d, d, out=std)
-        std *= 1.0 - rho
-        sq += std
+        _average_square(sq, d, rho, std)
         np.add(sq, eps, out=std)
         np.sqrt(std, out=std)
         np.add(acc, eps, out=delta)
@@ -381,14 +378,7 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
         super().__init__(params, lr)
-        _check(eps >= 0.0, "epsilon value", eps)
-        _check(momentum >= 0.0, "momentum value", momentum)
-        _check(weight_decay >= 0.0, "weight_decay value", weight_decay)
-        _check(alpha >= 0.0, "alpha value", alpha)
-        self.alpha = float(alpha)
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
-        self.momentum = float(momentum)
+        self._set_nonnegative(eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         self.centered = bool(centered)
 
     def _update(self, p, g, st, lr):
@@ -402,10 +392,7 @@ class RMSprop(Optimizer):
                 st["grad_avg"] = np.zeros_like(p)
         sq = st["square_avg"]
         t = self._tmp(p, 1)
-        sq *= alpha
-        np.multiply(d, d, out=t)
-        t *= 1.0 - alpha
-        sq += t
+        _average_square(sq, d, alpha, t)
         if self.centered:
             ga = st["grad_avg"]
             np.subtract(d, ga, out=t)  # ga.lerp_(d, 1 - alpha)

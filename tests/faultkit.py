@@ -190,7 +190,7 @@ def write_bad_model(dirpath: Path, good: Path, kind: str) -> tuple[Path, str]:
 
 
 def write_wav(path, seconds: float, sr: int = 16000, freq: float = 1000.0) -> Path:
-    from seqtool.audio import write_wav as _write
+    from seqtool.data.audio import write_wav as _write
 
     t = np.arange(int(seconds * sr)) / sr
     _write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from seqtool.audio import FeatureConfig, Normalizer, logmel, mel_filterbank, read_audio, write_wav
+from seqtool.data.audio import FeatureConfig, Normalizer, logmel, mel_filterbank, read_audio, write_wav
 from seqtool.errors import SeqtoolError
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dcase2016-task2-office"

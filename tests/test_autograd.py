@@ -5,7 +5,7 @@ import pytest
 
 import seqtool
 from seqtool import Function, no_grad
-from seqtool.gradcheck import gradcheck, numeric_grad
+from seqtool.diagnostics.gradcheck import gradcheck, numeric_grad
 
 
 def test_repeated_use_and_diamond_match_torch():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from seqtool import bench as benchlib
+from seqtool.diagnostics import bench as benchlib
 from seqtool import device as devicelib
 from seqtool.cli.main import cli
 from seqtool.errors import SeqtoolError
@@ -231,7 +231,7 @@ def test_check_json_lines():
 
 
 def test_check_exits_1_when_a_variant_fails(monkeypatch):
-    from seqtool import selfcheck
+    from seqtool.diagnostics import selfcheck
 
     real = selfcheck.run_all
 

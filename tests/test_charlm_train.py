@@ -10,9 +10,12 @@ from click.testing import CliRunner
 from seqtool.cli.main import cli
 from seqtool.data.text import build_vocab, encode, load_corpus, read_text_files, split_validation
 from seqtool.errors import SeqtoolError
-from seqtool.modelfile import load_checkpoint
-from seqtool.tasks.charlm import CharLM, CharLMTask, decode, encode_text, load_charlm
-from seqtool.train import Trainer, TrainSettings
+from seqtool.io.modelfile import load_checkpoint
+from seqtool.io.modelfile import read_meta
+from seqtool.tasks.charlm import CharLM, load
+from seqtool.tasks.charlm.model import decode, encode_text
+from seqtool.tasks.charlm.training import CharLMTask
+from seqtool.training.trainer import Trainer, TrainSettings
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "tiny-shakespeare.txt")
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40  # ~2.5 KB
@@ -115,7 +118,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_load_charlm_and_encode(tmp_path):
     task, rng = _task(0, dropout=0.0)
     Trainer(task, tmp_path / "m.st", TrainSettings(steps=3, val_every=100), rng=rng).run()
-    model, meta = load_charlm(tmp_path / "m.st")
+    model, meta = load(tmp_path / "m.st").model, read_meta(tmp_path / "m.st")
     assert meta["task"] == "charlm" and set(meta["config"]) == {
         "cell", "hidden", "layers", "embed", "dropout", "reset_after", "nonlinearity", "unit"}
     ids = encode_text("hear me", meta["vocab"])
@@ -144,7 +147,7 @@ def test_cli_train_charlm_json(tmp_path):
     assert events.count("checkpoint") == 2 and events[-1] == "done" and "validation" in events
     val = [x for x in records if x["event"] == "validation"][-1]
     assert 0 < val["val_loss"] < 6 and val["step"] == 6
-    model, meta = load_charlm(out)
+    meta = read_meta(out)
     assert meta["history"]["steps"] == 6 and meta["vocab"]["unit"] == "char"
 
 
@@ -156,7 +159,7 @@ def test_cli_resume_uses_checkpoint_settings(tmp_path):
     r = CliRunner().invoke(cli, ["train", "charlm", text, "-o", out, "--steps", "5", "-q",
                                  "--resume", out])
     assert r.exit_code == 0, r.output
-    assert load_charlm(out)[1]["history"]["steps"] == 5
+    assert read_meta(out)["history"]["steps"] == 5
     r = CliRunner().invoke(cli, ["train", "charlm", text, "-o", out, "--steps", "6", "-q",
                                  "--resume", out, "--hidden", "32"])
     assert r.exit_code == 2 and "differs" in r.stderr
@@ -180,7 +183,7 @@ def test_cli_missing_output_dir_fails_before_training(tmp_path):
 
 
 def test_cli_ctrl_c_exits_130_with_checkpoint(tmp_path, monkeypatch):
-    from seqtool.tasks import charlm as charlm_mod
+    from seqtool.tasks.charlm import training as charlm_mod
 
     calls = {"n": 0}
     real = charlm_mod.CharLMTask.loss
@@ -231,5 +234,5 @@ def test_long_time_budget_defaults_to_a_wider_network(tmp_path, extra, hidden, d
     r = CliRunner().invoke(cli, ["train", "charlm", text, "-o", out, "--steps", "1", "-q",
                                  "--layers", "1", *extra])
     assert r.exit_code == 0, r.output
-    config = load_charlm(out)[1]["config"]
+    config = read_meta(out)["config"]
     assert (config["hidden"], config["dropout"]) == (hidden, dropout)

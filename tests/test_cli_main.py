@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from seqtool.cli.main import COMMANDS, SIGPIPE_EXIT, LazyGroup, cli
 from seqtool.cli.options import Reporter, common_options, emit_json, train_options
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.modelfile import save_checkpoint, save_model
+from seqtool.io.modelfile import save_checkpoint, save_model
 
 
 def _run(*args, **kw):

@@ -15,11 +15,11 @@ import os
 import numpy as np
 import pytest
 
-from seqtool import reference, selfcheck
+from seqtool.diagnostics import reference, selfcheck
 from seqtool import kernels as cpu
 from seqtool.errors import SeqtoolError
 from seqtool.kernels import cuda as gpu
-from seqtool.kernels.cuda import common, persistent
+from seqtool.kernels.cuda import common, persistent, settings
 
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 needs_sim = pytest.mark.skipif(
@@ -37,7 +37,12 @@ def tiny_blocks(monkeypatch):
     monkeypatch.setattr(common, "BLOCK", 4)
     monkeypatch.setattr(persistent, "THREADS", 4)
     monkeypatch.setattr(persistent, "VIRTUAL_BLOCKS", 2)
-    monkeypatch.setattr(persistent, "FORCE", None)
+
+
+def mode(name):
+    """The settings for one recurrence path: "grid" (the persistent kernel on NVB virtual
+    blocks), "block" (one block, no grid sync), "steps" (the per-step kernels)."""
+    return settings.using(settings.Recurrence(name))
 
 
 def make(cell, ragged=True, seed=0, dtype=np.float64, **shape):
@@ -196,12 +201,10 @@ def test_gradients_match_central_differences(name, cell, opts, reverse, ragged):
 @pytest.mark.parametrize("cell,opts", [("lstm", {}), ("gru", {"reset_after": True}),
                                        ("gru", {"reset_after": False}), ("rnn", {"relu": False}),
                                        ("rnn", {"relu": True})])
-@pytest.mark.parametrize("path", ["per-step", "persistent"])
+@pytest.mark.parametrize("path", ["steps", "grid", "block"])
 def test_float32_close_to_float64_reference(cell, opts, path):
-    if cell != "lstm" and path == "persistent":
-        pytest.skip("the persistent kernel is LSTM only")
     a, lengths = make(cell, ragged=True, seed=7, dtype=np.float32, D=3, H=4)
-    with persistent.forced(path == "persistent"):
+    with mode(path):
         saved = forward(gpu, cell, a, lengths, False, opts)
     assert all(s.dtype == np.float32 for s in saved)
     y, h_n, c_n = finals(cell, saved, False)
@@ -212,7 +215,8 @@ def test_float32_close_to_float64_reference(cell, opts, path):
     np.testing.assert_allclose(y, y_ref, rtol=0, atol=2e-5 * max(1.0, np.abs(y_ref).max()))
     np.testing.assert_allclose(h_n, h_ref, rtol=0, atol=2e-5 * max(1.0, np.abs(h_ref).max()))
     dy, dh_n, dc_n = upstream(cell, a, seed=8)
-    d32 = backward(gpu, cell, a, lengths, False, opts, saved, dy, dh_n, dc_n)
+    with mode(path):
+        d32 = backward(gpu, cell, a, lengths, False, opts, saved, dy, dh_n, dc_n)
     s64 = forward(cpu, cell, a64, lengths, False, opts)
     d64 = backward(cpu, cell, a64, lengths, False, opts, s64, *(u.astype(np.float64) for u in (dy, dh_n, dc_n)))
     for k, (g, c) in enumerate(zip(d32, d64)):
@@ -220,47 +224,59 @@ def test_float32_close_to_float64_reference(cell, opts, path):
         np.testing.assert_allclose(g, c, rtol=0, atol=1e-4 * max(1.0, np.abs(c).max()), err_msg=f"gradient {k}")
 
 
+VARIANT_IDS = [v[0] for v in selfcheck.VARIANTS]
+
+
 @needs_sim
+@pytest.mark.parametrize("name,cell,opts", selfcheck.VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("blocks,threads,hidden", [(1, 4, 4), (2, 4, 5), (3, 2, 4), (4, 8, 5), (5, 3, 5)])
-def test_persistent_matches_per_step(monkeypatch, dtype, reverse, blocks, threads, hidden):
+@pytest.mark.parametrize("blocks,threads,hidden,staged", [(1, 4, 4, True), (2, 4, 5, False), (3, 2, 4, True),
+                                                          (4, 8, 5, True), (5, 3, 5, False)])
+def test_persistent_matches_per_step(monkeypatch, name, cell, opts, dtype, reverse, blocks, threads, hidden,
+                                     staged):
     # the units dealt to 1-5 blocks (unevenly for H=5: the last block owns fewer), fewer
-    # threads than units x rows (each thread loops over several), ragged lengths
+    # threads than units x rows (each thread loops over several), ragged lengths, W_hh staged
+    # in shared memory or read from global memory; then the one-block layout
     monkeypatch.setattr(persistent, "VIRTUAL_BLOCKS", blocks)
     monkeypatch.setattr(persistent, "THREADS", threads)
-    assert persistent.plan(hidden)[1] == min(blocks, hidden)
-    a, lengths = make("lstm", ragged=True, seed=9, dtype=dtype, H=hidden)
-    with persistent.forced(True):
-        one = forward(gpu, "lstm", a, lengths, reverse, {})
-    with persistent.forced(False):
-        per_step = forward(gpu, "lstm", a, lengths, reverse, {})
-    tol = 1e-12 if dtype == np.float64 else 1e-6
-    for k, (p, s) in enumerate(zip(one, per_step)):
-        assert p.shape == s.shape and p.dtype == s.dtype
-        np.testing.assert_allclose(p, s, rtol=0, atol=tol, err_msg=f"output {k}")
-    # the persistent backward on the persistent forward's arrays, against the per-step path
-    dy, dh_n, dc_n = upstream("lstm", a, seed=10)
+    if not staged:
+        monkeypatch.setattr(persistent, "SMEM_BYTES", 0)
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    _, nvb, ub, vpb = persistent.plan(hidden)
+    assert nvb == min(blocks, hidden) and persistent.fits(G, hidden, ub, vpb, dtype) == staged
+    a, lengths = make(cell, ragged=True, seed=9, dtype=dtype, H=hidden)
+    dy, dh_n, dc_n = upstream(cell, a, seed=10)
     given = [u.copy() for u in (dy, dh_n, dc_n)]
-    with persistent.forced(True):
-        d_p = backward(gpu, "lstm", a, lengths, reverse, {}, one, dy, dh_n, dc_n)
-    for u, g in zip((dy, dh_n, dc_n), given):  # upstream gradients are inputs, left untouched
-        np.testing.assert_array_equal(u, g)
-    with persistent.forced(False):
-        d_s = backward(gpu, "lstm", a, lengths, reverse, {}, per_step, dy, dh_n, dc_n)
-    for k, (p, s) in enumerate(zip(d_p, d_s)):
-        assert p.shape == s.shape and p.dtype == s.dtype
-        np.testing.assert_allclose(p, s, rtol=0, atol=100 * tol, err_msg=f"gradient {k}")
+    with mode("steps"):
+        per_step = forward(gpu, cell, a, lengths, reverse, opts)
+        d_s = backward(gpu, cell, a, lengths, reverse, opts, per_step, dy, dh_n, dc_n)
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    for path in ("grid", "block"):
+        with mode(path):
+            one = forward(gpu, cell, a, lengths, reverse, opts)
+            d_p = backward(gpu, cell, a, lengths, reverse, opts, one, dy, dh_n, dc_n)
+        for k, (p, s) in enumerate(zip(one, per_step)):
+            assert p.shape == s.shape and p.dtype == s.dtype
+            if cell == "gru" and k == 3:  # hn: unspecified on padding
+                keep = valid_mask(lengths, p.shape[1], reverse)[None]
+                p, s = np.where(keep, p, 0), np.where(keep, s, 0)
+            np.testing.assert_allclose(p, s, rtol=0, atol=tol, err_msg=f"{path} output {k}")
+        for u, g in zip((dy, dh_n, dc_n), given):  # upstream gradients are inputs, left untouched
+            np.testing.assert_array_equal(u, g)
+        for k, (p, s) in enumerate(zip(d_p, d_s)):
+            assert p.shape == s.shape and p.dtype == s.dtype
+            np.testing.assert_allclose(p, s, rtol=0, atol=100 * tol, err_msg=f"{path} gradient {k}")
 
 
 @needs_sim
-@pytest.mark.parametrize("cell,path", [("lstm", "per-step"), ("lstm", "persistent"),
-                                       ("gru", "per-step"), ("rnn", "per-step")])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("path", ["steps", "grid"])
 def test_backward_leaves_upstream_gradients_alone_with_one_row(cell, path):
     # With N = 1, dh_n.T is already contiguous; the kernels must still work on a copy.
     opts = {"reset_after": True, "relu": False}
     a, lengths = make(cell, ragged=False, seed=12, N=1)
-    with persistent.forced(path == "persistent"):
+    with mode(path):
         saved = forward(gpu, cell, a, lengths, False, opts)
         dy, dh_n, dc_n = upstream(cell, a, seed=13)
         given = [u.copy() for u in (dy, dh_n, dc_n)]
@@ -287,80 +303,60 @@ def test_persistent_units_are_dealt_to_blocks_once_each():
 def test_persistent_plan_on_a_gpu(monkeypatch):
     monkeypatch.setattr(common, "simulator", lambda: False)
     monkeypatch.setattr(persistent, "_sm_count", lambda: 132)
+    monkeypatch.setattr(persistent, "THREADS", 256)
     assert persistent.plan(128) == (128, 128, 1, 1)  # one unit per block
     assert persistent.plan(256) == (128, 128, 2, 1)  # two units each, 128 of 132 SMs
     assert persistent.plan(200) == (100, 100, 2, 1)
-    assert persistent.fits(256, 2, np.float64) and persistent.fits(256, 2, np.float32)
+    assert persistent.plan(1024) == (128, 128, 8, 1)
+    assert persistent.plan(1024, grid_wide=False) == (1, 1, 1024, 1)  # one block owns every unit
+    assert persistent.fits(4, 256, 2, 1, np.float64) and persistent.fits(4, 256, 2, 1, np.float32)
+    # large H: W_hh does not fit in shared memory and is read from global memory, still one launch
+    assert persistent.layout(4, 1024, 64, np.float32, True) == (128, 256, 128, 8, 1, False)
+    assert persistent.layout(4, 512, 32, np.float32, True) == (128, 128, 128, 4, 1, True)
+    assert persistent.layout(3, 1024, 8, np.float64, True) == (128, 64, 128, 8, 1, False)
     monkeypatch.setattr(persistent, "_sm_count", lambda: 20)  # a small GPU: 13 units a block
     assert persistent.plan(256) == (20, 20, 13, 1)
-    assert persistent.fits(256, 13, np.float32) is False  # 4 * 13 * 257 * 4 B > 48 KiB
-    assert not persistent.policy_allows(100, 8, 256, np.float32)
-    assert persistent.policy_allows(100, 8, 128, np.float32)
+    assert persistent.fits(4, 256, 13, 1, np.float32) is False  # 4 * 13 * 257 * 4 B > 48 KiB
 
 
-def test_forced_persistent_kernel_explains_shapes_it_cannot_take(monkeypatch):
-    monkeypatch.setattr(common, "simulator", lambda: False)
-    monkeypatch.setattr(persistent, "_sm_count", lambda: 20)  # 13 units a block at H=256: > 48 KiB
-
-    def builder(*args):
-        raise AssertionError("no kernel may be built")
-
-    with pytest.raises(SeqtoolError, match="at H=256 needs more than 48 KiB .* use --persistent off"):
-        persistent._launch(builder, np.float32, 256, 8)
-    with pytest.raises(SeqtoolError, match="takes H <= 256, got 300; use --persistent off"):
-        persistent._launch(builder, np.float32, 300, 8)
-
-
-def test_persistent_policy():
-    assert persistent.use_persistent(100, 8, 64)  # small H, few rows
-    assert not persistent.use_persistent(100, 8, persistent.MAX_H + 1)
-    assert not persistent.use_persistent(100, 4096, 256)  # many rows: the GEMMs win
-    with persistent.forced(True):
-        assert persistent.use_persistent(100, 4096, 1024)
-        with persistent.forced(False):
-            assert not persistent.use_persistent(10, 2, 8)
-        assert persistent.FORCE is True
-    assert persistent.FORCE is None
+def test_settings_take_known_modes_and_nest():
+    assert settings.current() == settings.Recurrence("auto")
+    with mode("steps"):
+        assert not settings.current().whole_sequence
+        with mode("block"):
+            assert settings.current().mode == "block" and settings.current().whole_sequence
+        assert settings.current().mode == "steps"
+    assert settings.current().mode == "auto"
+    with pytest.raises(ValueError, match="unknown recurrence mode 'on'"):
+        settings.Recurrence("on")
 
 
-def test_persistent_choice_is_measured_once_per_shape_on_a_gpu(monkeypatch):
-    monkeypatch.setattr(common, "simulator", lambda: False)  # as on a real GPU
-    monkeypatch.setattr(persistent, "_sm_count", lambda: 132)
-    monkeypatch.setattr(persistent, "MEASURED", {})
-    timed = []
+def test_refused_cooperative_launch_falls_back_to_one_block(monkeypatch):
+    # "auto": a device refusing the cooperative launch gets the one-block kernel, remembered
+    # per shape; "grid" passes the refusal on; other errors are never swallowed
+    launches = []
 
-    def timings(persistent_s, per_step_s):
-        def time_path(on_persistent):
-            timed.append(on_persistent)
-            return persistent_s if on_persistent else per_step_s
-        return time_path
+    def fake_launch(builder, G, dtype, H, N, args, grid_wide):
+        launches.append(grid_wide)
+        if grid_wide:
+            raise RuntimeError("cooperative launch too large")
 
-    assert persistent.choose(100, 8, 128, np.float32, timings(1.0, 2.0)) is True
-    assert sorted(timed) == [False, True]
-    # same shape (T rounds to the same power of two): the answer is reused, nothing is timed
-    assert persistent.choose(90, 8, 128, np.float32, timings(9.0, 1.0)) is True and len(timed) == 2
-    assert persistent.choose(100, 16, 128, np.float32, timings(3.0, 1.0)) is False and len(timed) == 4
-    # the backward pass of a shape is timed on its own
-    assert persistent.choose(100, 8, 128, np.float32, timings(2.0, 1.0), "backward") is False
-    assert len(timed) == 6
-    assert persistent.choose(100, 8, 128, np.float32, timings(0.0, 1.0)) is True and len(timed) == 6
-    # shapes the kernel cannot take are never timed
-    assert persistent.choose(100, 8, persistent.MAX_H + 1, np.float32, timings(0.0, 1.0)) is False
-    assert persistent.choose(1, 8, 64, np.float32, timings(0.0, 1.0)) is False and len(timed) == 6
-    with persistent.forced(False):
-        assert persistent.choose(100, 8, 128, np.float32, timings(0.0, 1.0)) is False
+    def builder():
+        raise AssertionError("not built")
 
-    # a persistent launch that fails (a device refusing cooperative launches) counts as slower
-    def refused(on_persistent):
-        timed.append(on_persistent)
-        if on_persistent:
-            raise RuntimeError("cooperative launch refused")
-        return 1.0
-
-    with pytest.warns(RuntimeWarning, match="persistent LSTM kernel unavailable"):
-        assert persistent.choose(100, 4, 64, np.float32, refused) is False
-    assert persistent.choose(100, 4, 64, np.float32, refused) is False  # remembered: not tried again
-    assert len(timed) == 8
+    monkeypatch.setattr(persistent, "_launch", fake_launch)
+    monkeypatch.setattr(persistent, "REFUSED", set())
+    monkeypatch.setattr(persistent, "_refused", lambda err: "cooperative" in str(err))
+    with pytest.warns(RuntimeWarning, match="cooperative launch refused here"):
+        persistent.launch(builder, 4, np.float32, 8, 2, ())
+    assert launches == [True, False]
+    persistent.launch(builder, 4, np.float32, 8, 2, ())  # remembered: straight to one block
+    assert launches == [True, False, False]
+    with mode("grid"), pytest.raises(RuntimeError, match="cooperative"):
+        persistent.launch(builder, 4, np.float32, 8, 2, ())
+    monkeypatch.setattr(persistent, "_refused", lambda err: False)
+    with pytest.raises(RuntimeError):
+        persistent.launch(builder, 4, np.float32, 16, 2, ())
 
 
 @needs_sim
@@ -371,8 +367,109 @@ def test_layer_function_gradcheck_on_cuda_kernels(monkeypatch, name, cell, opts)
     from seqtool.nn import recurrent
 
     monkeypatch.setattr(recurrent, "_kernels", lambda array: gpu)
-    monkeypatch.setattr(persistent, "FORCE", False)  # the simulator is slow on it; compared above
     forward_err, grad_err, ok = selfcheck.run_variant(cell, opts, reverse=name != "lstm", ragged=True, seed=11)
     assert forward_err < 1e-10
     assert grad_err < 1e-5
     assert ok
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Counts kernel launches from the host (the simulator's kernel calls outside a kernel)."""
+    from numba.cuda.simulator import kernel as sim_kernel
+
+    count = [0]
+    real = sim_kernel.FakeCUDAKernel.__call__
+
+    def counted(self, *args):
+        if not self._device and not sim_kernel._kernel_context:
+            count[0] += 1
+        return real(self, *args)
+
+    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", counted)
+    return count
+
+
+def _launches_per_step(launches, cell, T, **options):
+    """Kernel launches of one training step (forward, backward, SGD) of a 2-layer stack."""
+    from seqtool import device
+    from seqtool.diagnostics.bench import BenchConfig, seqtool_step
+
+    cfg = BenchConfig(cell=cell, hidden=3, batch=2, seq_len=T, input_size=2, layers=2, steps=1, warmup=0,
+                      **options)
+    device.use("cuda")
+    try:
+        step, _ = seqtool_step(cfg, device="cuda")
+        before = launches[0]
+        step()
+        return launches[0] - before
+    finally:
+        device.use("cpu")
+
+
+@needs_sim
+@pytest.mark.parametrize("cell,options", [("lstm", {}), ("gru", {}), ("gru", {"gru_form": "classic"}),
+                                          ("rnn", {}), ("rnn", {"nonlinearity": "relu"}),
+                                          ("lstm", {"bidirectional": True})],
+                         ids=["lstm", "gru", "gru-classic", "rnn-tanh", "rnn-relu", "bilstm"])
+def test_launches_per_training_step_do_not_grow_with_time(launches, cell, options):
+    # one launch per layer, direction and pass: 2 layers x dirs x (forward, backward)
+    dirs = 2 if options.get("bidirectional") else 1
+    short = _launches_per_step(launches, cell, 3, **options)
+    long = _launches_per_step(launches, cell, 7, **options)
+    assert short == long == 2 * 2 * dirs
+    with mode("steps"):  # the per-step kernels: the count the test guards against
+        assert _launches_per_step(launches, cell, 7, **options) > _launches_per_step(launches, cell, 3, **options)
+
+
+def test_pretyped_launch_types_once_per_argument_layout():
+    # on a GPU every launch but the first of a layout skips Numba's argument typing and goes to
+    # the compiled kernel; a new layout (here a non-contiguous array: Numba's 'A' layout, a
+    # different compiled kernel) goes through the dispatcher again, never to the wrong kernel
+    calls = []
+
+    class Kernel:
+        def __init__(self, name):
+            self.name = name
+
+        def launch(self, args, griddim, blockdim, stream, sharedmem):
+            calls.append(("direct", self.name, griddim, blockdim))
+
+    class Config:
+        griddim, blockdim, stream, sharedmem = (3, 1, 1), (4, 1, 1), 0, 0
+
+        def __call__(self, *args):
+            calls.append(("dispatcher",))
+
+    class Dispatcher:
+        overloads = {}
+
+        def __getitem__(self, config):
+            assert config == (3, 4)
+            return Config()
+
+        def typeof_pyval(self, a):
+            return (a.dtype.str, a.flags.c_contiguous) if hasattr(a, "flags") else type(a)
+
+    d = Dispatcher()
+    d.overloads = {(("<f8", True), bool): Kernel("C"), (("<f8", False), bool): Kernel("A")}
+    launch = common.PretypedLaunch(d, 3, 4)
+    a = np.zeros((4, 5))
+    launch(a, True)
+    launch(a + 1, False)
+    launch(a[:, :2], True)
+    launch(a[:, :3], True)
+    assert calls == [("dispatcher",), ("direct", "C", (3, 1, 1), (4, 1, 1)), ("dispatcher",),
+                     ("direct", "A", (3, 1, 1), (4, 1, 1))]
+    calls.clear()
+    launch(a.astype(np.float32), True)  # another dtype: not compiled by this dispatcher
+    launch(a.astype(np.float32), True)
+    assert calls == [("dispatcher",), ("dispatcher",)]
+
+
+def test_refusals_are_recognised_whatever_raises_them():
+    class CUDAError(Exception):  # cuda.core's launch error, as numba-cuda may pass it on
+        pass
+
+    assert persistent._refused(CUDAError("CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: too many blocks"))
+    assert not persistent._refused(ValueError("index out of range"))

@@ -2,7 +2,7 @@
 
 NUMBA_ENABLE_CUDASIM must be set before numba is imported, and this process has already
 imported numba for the CPU kernels, so the simulator passes need processes of their own:
-  1. the kernel and --device cuda suites, with the simulator's NumPy arrays;
+  1. the kernel, sampler and --device cuda suites, with the simulator's NumPy arrays;
   2. the --device cuda suite again with device arrays from tests/fake_cupy (a strict stand-in
      for CuPy, SEQTOOL_FAKE_CUPY=1): host and device arrays meeting anywhere raise, as on a GPU.
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-KERNELS, TRAINING = (str(HERE / n) for n in ("test_cuda_kernels.py", "test_cuda_training.py"))
+KERNELS, SAMPLE, TRAINING = (str(HERE / n) for n in ("test_cuda_kernels.py", "test_cuda_sample.py",
+                                                     "test_cuda_training.py"))
 
 
 def _child(suites, **env):
@@ -28,7 +29,7 @@ def _child(suites, **env):
 
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="already the simulator pass")
 def test_cuda_kernels_pass_under_the_simulator():
-    _child([KERNELS, TRAINING])
+    _child([KERNELS, SAMPLE, TRAINING])
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1", reason="already the simulator pass")

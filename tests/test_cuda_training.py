@@ -41,13 +41,14 @@ def device_arrays(monkeypatch):
         import cupy
 
         assert cupy.HOST_MIX  # the stand-in, not a real CuPy
-        monkeypatch.setattr(device, "_simulator", lambda: False)
+        monkeypatch.setattr(device, "simulator", lambda: False)
 
 
 def _train(tmp_path, dev, steps=3):
     from seqtool.data.text import load_corpus
-    from seqtool.tasks.charlm import CharLMTask, build_charlm
-    from seqtool.train import Trainer, TrainSettings
+    from seqtool.tasks.charlm.model import build_charlm
+    from seqtool.tasks.charlm.training import CharLMTask
+    from seqtool.training.trainer import Trainer, TrainSettings
 
     path = tmp_path / "t.txt"
     path.write_text(TEXT)
@@ -86,14 +87,15 @@ def test_training_on_cuda_matches_cpu(tmp_path, monkeypatch):
     for k, w in cpu_weights.items():
         np.testing.assert_allclose(gpu_weights[k], w, rtol=1e-4, atol=1e-6, err_msg=k)
     # the file is device-neutral: it loads as plain NumPy and scores text on the CPU
-    from seqtool.sampling import load_charlm, text_loss
+    from seqtool.tasks.charlm import load as load_charlm
+    from seqtool.tasks.charlm.sampler import text_loss
 
     loss, n = text_loss(load_charlm(str(out)), "abcab dab\n")
     assert n == 9 and np.isfinite(loss)
 
 
 def test_check_variant_on_cuda_crosses_devices_with_gradients():
-    from seqtool import selfcheck
+    from seqtool.diagnostics import selfcheck
 
     device.use("cuda")
     forward_err, grad_err, ok = selfcheck.run_variant("rnn", {"relu": False}, True, True, device="cuda")
@@ -128,7 +130,7 @@ def test_sample_eval_predict_on_cuda_match_cpu(tmp_path):
 
 
 def test_bench_runs_the_cuda_kernels(monkeypatch):
-    from seqtool.bench import BenchConfig, run
+    from seqtool.diagnostics.bench import BenchConfig, run
     from seqtool.kernels import cuda as kernels_cuda
 
     calls = []
@@ -159,7 +161,7 @@ def _task_data(tmp_path, task):
             f'[[0, 1, {60 + i}, 0], [1, 1, {62 + 3 * (i % 2)}, 0], [2, 2, 64, 0], [4, 1, 60, 0]]}}\n'
             for i in range(8)))
         return [scores, "--batch", 4, "--seq-len", 4], [scores]
-    from seqtool.audio import write_wav
+    from seqtool.data.audio import write_wav
 
     audio = tmp_path / "audio"
     audio.mkdir()
@@ -193,7 +195,7 @@ def test_other_tasks_train_predict_and_eval_on_cuda_like_on_cpu(tmp_path, monkey
     weights the CPU run reaches; predict and eval on either device print the same numbers."""
     from click.testing import CliRunner
 
-    from seqtool import modelfile
+    from seqtool.io import modelfile
     from seqtool.cli.main import cli
     from seqtool.kernels import cuda as kernels_cuda
 

@@ -9,7 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from seqtool import fileio, memory
+from seqtool.core import memory
+from seqtool.io import fileio
 from seqtool.errors import SeqtoolError, UsageError
 
 
@@ -116,7 +117,7 @@ def test_check_output_refuses_a_file_of_another_kind_unless_forced(tmp_path, kit
 
 def test_output_lock_refuses_a_second_writer_and_is_released(tmp_path):
     out = tmp_path / "m.model"
-    code = ("import sys; from seqtool.fileio import output_lock\n"
+    code = ("import sys; from seqtool.io.fileio import output_lock\n"
             "with output_lock(sys.argv[1]):\n    print('locked', flush=True); sys.stdin.read()\n")
     holder = subprocess.Popen([os.sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -152,7 +153,7 @@ def test_remove_stale_temps_keeps_live_writers(tmp_path):
 
 def test_segment_metrics_of_an_offset_of_1e9_seconds_stay_small():
     from seqtool.data.events import Event
-    from seqtool.sed_metrics import segment_based
+    from seqtool.metrics.sed import segment_based
 
     ref = [Event("a.wav", 0.0, 1e9, "beep"), Event("a.wav", 10.5, 12.2, "buzz")]
     est = [Event("a.wav", 0.0, 5e8, "beep"), Event("a.wav", 11.0, 11.5, "buzz")]

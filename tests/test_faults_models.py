@@ -61,7 +61,7 @@ def test_checkpoint_copied_with_a_renamed_array(kit, tmp_path):
     # A well-formed file whose arrays are not the model's: the loader names the mismatch.
     import numpy as np
 
-    from seqtool.modelfile import load_model, save_model
+    from seqtool.io.modelfile import load_model, save_model
 
     arrays, meta = load_model(kit.charlm)
     name = sorted(k for k in arrays if not k.startswith("optim/"))[0]

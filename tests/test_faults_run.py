@@ -180,7 +180,7 @@ def _prepare(kit, tmp_path, files):
     (tmp_path / "empty").mkdir()
     (tmp_path / "badclips").mkdir()
     (tmp_path / "badclips" / "beep000.wav").write_bytes(b"not audio\n" * 20)
-    from seqtool.audio import write_wav as _write
+    from seqtool.data.audio import write_wav as _write
 
     x = np.zeros(1600, np.float32)
     x[100] = np.nan

@@ -22,7 +22,7 @@ def _start(args, cwd):
 
 def _checkpoint_step(path) -> int | None:
     from seqtool.errors import SeqtoolError
-    from seqtool.modelfile import read_meta
+    from seqtool.io.modelfile import read_meta
 
     try:
         return int(read_meta(path)["training_state"]["step"])
@@ -42,7 +42,7 @@ def _wait_for_checkpoint(proc, path, min_step: int, timeout: float = 180.0) -> i
 
 
 def _arrays(path):
-    from seqtool.modelfile import load_model
+    from seqtool.io.modelfile import load_model
 
     return load_model(path)[0]
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import seqtool
-from seqtool import functional as F
-from seqtool.gradcheck import gradcheck
+from seqtool.core import functional as F
+from seqtool.diagnostics.gradcheck import gradcheck
 
 
 def _pos(shape, rng):

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from seqtool.autograd import Tensor, no_grad
+from seqtool.core.autograd import Tensor, no_grad
 from seqtool.cli.main import cli
 from seqtool.data.scores import chunks
 from seqtool.errors import SeqtoolError
-from seqtool.gradcheck import gradcheck
-from seqtool.tasks.genre import (GenreNet, chunk_probabilities, load_genre, metrics, pad_batch,
-                                 read_list)
+from seqtool.diagnostics.gradcheck import gradcheck
+from seqtool.tasks.genre.inputs import read_list
+from seqtool.tasks.genre.metrics import metrics
+from seqtool.tasks.genre.model import GenreNet, chunk_probabilities, pad_batch
+from seqtool.tasks.genre.predictor import load_genre
 
 FSDD = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd", "recordings")
 TINY = ["--hidden", "16", "--layers", "1", "--batch", "8", "--lr", "0.02", "--dropout", "0", "--seed", "0",
@@ -254,7 +256,7 @@ def test_jsonl_training_and_resume_is_exact(tmp_path):
 
 
 def test_audio_folder_end_to_end(tmp_path):
-    from seqtool.audio import write_wav
+    from seqtool.data.audio import write_wav
 
     rng = np.random.default_rng(0)
     sr = 8000
@@ -313,8 +315,9 @@ def test_train_genre_help_and_usage_errors(midi_set, tmp_path):
 
 
 def test_transpose_shifts_only_the_pitch_of_real_steps():
-    from seqtool.audio import Normalizer
-    from seqtool.tasks.genre import GenreTask, InputSpec, Piece
+    from seqtool.data.audio import Normalizer
+    from seqtool.tasks.genre.inputs import InputSpec, Piece
+    from seqtool.tasks.genre.task import GenreTask
 
     rng = np.random.default_rng(4)
     raw = [rng.standard_normal((n, 22)).astype(np.float32) for n in (9, 3, 6, 12)]

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from seqtool import reference, selfcheck
-from seqtool.autograd import Tensor
+from seqtool.diagnostics import reference, selfcheck
+from seqtool.core.autograd import Tensor
 
 CASES = [(name, cell, opts, rev, rag) for name, cell, opts in selfcheck.VARIANTS
          for rev in (False, True) for rag in (False, True)]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import seqtool
-from seqtool.gradcheck import gradcheck
-from seqtool.losses import bce_with_logits, cross_entropy, mse
+from seqtool.diagnostics.gradcheck import gradcheck
+from seqtool.core.losses import bce_with_logits, cross_entropy, mse
 
 
 def _compare(ours, theirs, arrays, rtol=1e-10):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from seqtool.errors import SeqtoolError
-from seqtool.fileio import atomic_open, atomic_write_bytes, open_input, read_text
-from seqtool.modelfile import (
+from seqtool.io.fileio import atomic_open, atomic_write_bytes, open_input, read_text
+from seqtool.io.modelfile import (
     FORMAT_VERSION, OPTIM_PREFIX, load_checkpoint, load_model, parameter_count, read_meta,
     save_checkpoint, save_model,
 )

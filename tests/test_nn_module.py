@@ -6,7 +6,7 @@ import pytest
 import seqtool
 from seqtool import nn
 from seqtool.errors import SeqtoolError
-from seqtool.gradcheck import gradcheck
+from seqtool.diagnostics.gradcheck import gradcheck
 
 
 class Net(nn.Module):

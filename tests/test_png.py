@@ -1,4 +1,4 @@
-"""seqtool.png: the bytes must be a valid PNG holding exactly the pixels given."""
+"""seqtool.io.png: the bytes must be a valid PNG holding exactly the pixels given."""
 
 import struct
 import zlib
@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from seqtool.png import VIRIDIS_STOPS, encode_png, heatmap_rgb, write_png
+from seqtool.io.png import VIRIDIS_STOPS, encode_png, heatmap_rgb, write_png
 
 
 def _decode(data: bytes) -> np.ndarray:

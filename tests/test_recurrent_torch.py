@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import seqtool.nn as nn
-from seqtool.autograd import Tensor
+from seqtool.core.autograd import Tensor
 
 torch = pytest.importorskip("torch")
 

@@ -1,4 +1,4 @@
-"""seqtool.sampling and kernels/sample.py against a slow step-by-step reference that feeds one
+"""seqtool.tasks.charlm.sampler and kernels/sample.py against a slow step-by-step reference that feeds one
 token at a time through the seqtool.nn layers and samples with plain NumPy."""
 
 import numba
@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from seqtool import nn
-from seqtool.autograd import no_grad
+from seqtool.core.autograd import no_grad
 from seqtool.errors import SeqtoolError
-from seqtool.modelfile import save_model
-from seqtool.sampling import (_Detokenizer, _kernel_weights, _token_losses_sum, encode, generate,
-                              load_charlm, prime, run_sampler, text_loss)
+from seqtool.io.modelfile import save_model
+from seqtool.tasks.charlm import load as load_charlm
+from seqtool.tasks.charlm.sampler import (_Detokenizer, _kernel_weights, _token_losses_sum, encode,
+                                          generate, prime, run_sampler, text_loss)
 
 CHARS = list("abcdefghij klmnop\n.,")
 
@@ -177,7 +178,7 @@ def test_threads_that_cannot_run_side_by_side_fall_back_to_one(tmp_path, monkeyp
     # More blocks than Numba threads: some thread runs two blocks one after the other, so its
     # first block waits at a barrier for the second until the poll limit; the chunk is redone
     # on one thread and gives the same tokens and state.
-    from seqtool import sampling
+    from seqtool.tasks.charlm import sampler as sampling
 
     monkeypatch.setattr(sampling, "_SPIN_LIMIT", 10_000)
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, reset_after=reset_after, seed=4))
@@ -198,7 +199,7 @@ def test_large_vocabularies_multiply_embeddings_per_token(tmp_path, monkeypatch,
                                                           reset_after, nonlin):
     # Above _TABLE_BYTES, layer 0 multiplies the token's embedding by W_ih0 at each step
     # instead of reading a precomputed row: same tokens as the reference.
-    from seqtool import sampling
+    from seqtool.tasks.charlm import sampler as sampling
 
     monkeypatch.setattr(sampling, "_TABLE_BYTES", 0)
     m = load_charlm(make_charlm(tmp_path / "m.st", cell, layers=2, head_scale=3.0, seed=2,
@@ -209,7 +210,7 @@ def test_large_vocabularies_multiply_embeddings_per_token(tmp_path, monkeypatch,
 
 
 def test_weights_copied_onto_huge_pages_keep_every_value():
-    from seqtool.sampling import _HUGE, _on_huge_pages
+    from seqtool.tasks.charlm.sampler import _HUGE, _on_huge_pages
 
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((1024, 256)).astype(np.float32), np.zeros((0, 0), np.float32),

@@ -7,7 +7,7 @@ import pytest
 
 from seqtool.data.events import Event
 from seqtool.errors import SeqtoolError
-from seqtool.sed_metrics import event_based, segment_based
+from seqtool.metrics.sed import event_based, segment_based
 
 LABELS = ["cough", "door", "knock", "speech"]
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from seqtool.audio import FeatureConfig, write_wav
+from seqtool.data.audio import FeatureConfig, write_wav
 from seqtool.cli.main import cli
 from seqtool.data.events import Event, parse_events, read_events
 from seqtool.errors import UsageError
-from seqtool.sed_metrics import event_based, segment_based
+from seqtool.metrics.sed import event_based, segment_based
 
 SR = 16000
 LABELS = ["beep", "buzz", "hiss"]
@@ -103,7 +103,7 @@ def test_synth_scenes_follow_a_timeline(clips, tmp_path):
     assert r.exit_code == 0, r.output
     got = read_events(tmp_path / "t" / "ground_truth.tsv")
     assert [(e.onset, e.offset, e.label) for e in got] == [(0.5, 1.2, "beep"), (1.0, 2.0, "buzz"), (5.0, 5.4, "hiss")]
-    from seqtool.audio import read_audio
+    from seqtool.data.audio import read_audio
 
     x, sr = read_audio(tmp_path / "t" / "scene_000.wav")
     assert sr == SR and len(x) == 6 * SR
@@ -205,7 +205,7 @@ def test_detect_median_filter_and_clipping():
 
 
 def test_model_file_holds_features_labels_and_normaliser(model):
-    from seqtool.modelfile import read_meta
+    from seqtool.io.modelfile import read_meta
     from seqtool.tasks.sed import load_sed
 
     meta = read_meta(model)
@@ -305,7 +305,7 @@ def test_predict_and_eval_reject_other_tasks_options(model, scenes):
 
 
 def test_resume_continues_exactly(scenes, tmp_path):
-    from seqtool.modelfile import load_model
+    from seqtool.io.modelfile import load_model
 
     (train_dir, train_tsv), _ = scenes
     args = (train_dir, train_tsv, *TINY, "--val-frac", 0.2, "--checkpoint-every", 3)
@@ -329,7 +329,7 @@ def test_feature_options_are_stored_and_used(scenes, tmp_path):
     r = _run("train", "sed", train_dir, "-", "-o", path, "--steps", 2, "--n-mels", 24, "--hop-ms", 10,
              "--win-ms", 25, "--sr", 8000, "--fmin", 50, *TINY, input=train_tsv.read_text())  # annotations on stdin
     assert r.exit_code == 0, r.output
-    from seqtool.modelfile import read_meta
+    from seqtool.io.modelfile import read_meta
 
     f = read_meta(path)["features"]
     assert (f["sr"], f["n_mels"], f["hop_ms"], f["win_ms"], f["fmin"]) == (8000, 24, 10, 25, 50)
@@ -424,7 +424,7 @@ def test_score_tables_from_stdin_and_by_hand(tmp_path):
 
 def test_short_recordings_are_padded_and_masked():
     """Windows longer than a recording: padded frames must not count in the loss."""
-    from seqtool.audio import Normalizer
+    from seqtool.data.audio import Normalizer
     from seqtool.tasks.sed import Recording, SEDModel, SEDTask
 
     rng = np.random.default_rng(1)
@@ -449,10 +449,11 @@ def test_short_recordings_are_padded_and_masked():
 
 def test_decoding_tuned_on_validation_has_the_lowest_error_rates(model, scenes):
     """The model's stored threshold/median give the lowest mean of segment and event ER of the grid."""
-    from seqtool.audio import Normalizer
-    from seqtool.modelfile import read_meta
+    from seqtool.data.audio import Normalizer
+    from seqtool.io.modelfile import read_meta
     from seqtool.tasks.sed import (TUNE_MEDIAN_MS, TUNE_THRESHOLDS, SEDTask, frame_logits, load_recordings,
-                                   load_sed, sigmoid)
+                                   load_sed)
+    from seqtool.tasks.sed import probabilities as sigmoid
 
     _, (test_dir, test_tsv) = scenes
     det = load_sed(model)
@@ -511,7 +512,7 @@ def test_eval_of_predictions_matches_sed_eval(model, scenes, tmp_path):
 
 
 def test_augmentation_is_a_gain_and_a_blank_band_repeatable_per_epoch():
-    from seqtool.audio import Normalizer
+    from seqtool.data.audio import Normalizer
     from seqtool.tasks.sed import AUG_GAIN_DB, AUG_MAX_BANDS, Recording, SEDModel, SEDTask
 
     rng = np.random.default_rng(2)

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from seqtool.autograd import Tensor, no_grad
+from seqtool.core.autograd import no_grad
 from seqtool.cli.main import cli
 from seqtool.data.pairs import read_pairs
 from seqtool.errors import SeqtoolError
-from seqtool.gradcheck import gradcheck
-from seqtool.losses import cross_entropy
-from seqtool.modelfile import load_model
-from seqtool.tasks.seq2seq import (EOS, PAD, SOS, AdditiveAttention, DotAttention, GRUCellFn,
-                                   LSTMCellFn, Seq2Seq, Vocab, detokenize, load_seq2seq, tokenize)
+from seqtool.diagnostics.gradcheck import gradcheck
+from seqtool.core.losses import cross_entropy
+from seqtool.io.modelfile import load_model
+from seqtool.tasks.seq2seq import EOS, PAD, SOS, Seq2Seq, Vocab, detokenize, load_seq2seq, tokenize
 
 SYMBOLS = "a b c d e f".split()
 SCAN = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "scan")
@@ -83,83 +82,6 @@ def test_vocab_min_count_maps_rare_tokens_to_unk():
     v = Vocab.build([["x", "y", "x"], ["x", "z", "y"]], min_count=2)
     assert v.tokens[:4] == ["<pad>", "<unk>", "<sos>", "<eos>"] and v.tokens[4:] == ["x", "y"]
     assert v.encode(["y", "z", "x"]).tolist() == [5, 1, 4]
-
-
-# ---------------------------------------------------------------- ops
-
-
-def _mask(rng, N, S):
-    lengths = rng.integers(1, S + 1, N)
-    lengths[0] = S
-    return np.arange(S)[None, :] < lengths[:, None]
-
-
-def test_dot_attention_gradcheck_and_mask():
-    rng = np.random.default_rng(0)
-    N, S, D, Dv = 3, 5, 4, 6
-    mask = _mask(rng, N, S)
-    q, k, v = rng.standard_normal((N, D)), rng.standard_normal((N, S, D)), rng.standard_normal((N, S, Dv))
-    ok, err, _ = gradcheck(lambda q, k, v: DotAttention.apply(q, k, v, mask=mask), [q, k, v])
-    assert ok, err
-    ctx, w = DotAttention.apply(Tensor(q), Tensor(k), Tensor(v), mask=mask)
-    scores = np.einsum("nsd,nd->ns", k, q)
-    ref = np.where(mask, np.exp(scores - scores.max(1, keepdims=True)), 0)
-    ref /= ref.sum(1, keepdims=True)
-    np.testing.assert_allclose(w.data, ref, atol=1e-12)
-    assert (w.data[~mask] == 0).all()
-    np.testing.assert_allclose(ctx.data, np.einsum("ns,nsd->nd", ref, v), atol=1e-12)
-
-
-def test_additive_attention_gradcheck():
-    rng = np.random.default_rng(1)
-    N, S, A, Dv = 2, 4, 3, 5
-    mask = _mask(rng, N, S)
-    args = [rng.standard_normal((N, A)), rng.standard_normal((N, S, A)), rng.standard_normal(A),
-            rng.standard_normal((N, S, Dv))]
-    ok, err, _ = gradcheck(lambda q, k, vv, v: AdditiveAttention.apply(q, k, vv, v, mask=mask), args)
-    assert ok, err
-    _, w = AdditiveAttention.apply(*[Tensor(a) for a in args], mask=mask)
-    scores = np.tanh(args[1] + args[0][:, None, :]) @ args[2]
-    ref = np.where(mask, np.exp(scores), 0)
-    np.testing.assert_allclose(w.data, ref / ref.sum(1, keepdims=True), atol=1e-12)
-
-
-@pytest.mark.parametrize("kind", ["dot", "additive"])
-def test_attention_with_every_step_at_once_equals_one_step_at_a_time(kind):
-    # Without input feeding all T queries go in one call (N, T, D); the result and the
-    # gradients equal T separate one-query calls, and the batched form passes gradcheck.
-    rng = np.random.default_rng(7)
-    N, T, S, D = 3, 4, 5, 3
-    mask = _mask(rng, N, S)
-    q, k, v = rng.standard_normal((N, T, D)), rng.standard_normal((N, S, D)), rng.standard_normal((N, S, 2))
-    w = rng.standard_normal(D)
-    if kind == "dot":
-        fn = lambda q, k, v: DotAttention.apply(q, k, v, mask=mask)  # noqa: E731
-        args = [q, k, v]
-    else:
-        fn = lambda q, k, w, v: AdditiveAttention.apply(q, k, w, v, mask=mask)  # noqa: E731
-        args = [q, k, w, v]
-    ok, err, _ = gradcheck(fn, args)
-    assert ok, err
-    ctx, weights = fn(*[Tensor(a) for a in args])
-    assert ctx.shape == (N, T, 2) and weights.shape == (N, T, S)
-    for t in range(T):
-        one = [args[0][:, t]] + args[1:]
-        ctx_t, w_t = fn(*[Tensor(a) for a in one])
-        np.testing.assert_allclose(ctx.data[:, t], ctx_t.data, atol=1e-12)
-        np.testing.assert_allclose(weights.data[:, t], w_t.data, atol=1e-12)
-
-
-def test_cell_ops_gradcheck():
-    rng = np.random.default_rng(2)
-    N, H = 3, 4
-    ok, err, _ = gradcheck(lambda g, c: LSTMCellFn.apply(g, c),
-                           [rng.standard_normal((N, 4 * H)), rng.standard_normal((N, H))])
-    assert ok, err
-    ok, err, _ = gradcheck(lambda gi, gh, h: GRUCellFn.apply(gi, gh, h),
-                           [rng.standard_normal((N, 3 * H)), rng.standard_normal((N, 3 * H)),
-                            rng.standard_normal((N, H))])
-    assert ok, err
 
 
 # ---------------------------------------------------------------- the model
@@ -449,7 +371,7 @@ def test_no_input_feeding_trains_decodes_and_is_kept_for_resume(trained, tmp_pat
 
 
 def test_files_from_before_input_feeding_was_an_option_keep_it_on(trained, tmp_path):
-    from seqtool.modelfile import save_model
+    from seqtool.io.modelfile import save_model
     from seqtool.tasks.seq2seq import load_seq2seq
 
     model = str(tmp_path / "old.model")

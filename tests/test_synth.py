@@ -3,10 +3,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqtool.audio import read_audio
+from seqtool.data.audio import read_audio
 from seqtool.data.events import Event, read_events
 from seqtool.errors import SeqtoolError
-from seqtool.synth import (label_from_name, load_clip_library, noise, random_timeline, synth_scene,
+from seqtool.data.synth import (label_from_name, load_clip_library, noise, random_timeline, synth_scene,
                            synth_scenes_to_dir)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dcase2016-task2-office"

@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from seqtool import functional as F
-from seqtool.autograd import Tensor, no_grad
+from seqtool.core import functional as F
+from seqtool.core.autograd import Tensor, no_grad
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.modelfile import load_checkpoint, load_model
+from seqtool.io.modelfile import load_checkpoint, load_model
 from seqtool.nn import Linear, Module
-from seqtool.train import Trainer, TrainSettings
+from seqtool.training.trainer import Trainer, TrainSettings
 
 
 class Net(Module):
@@ -185,7 +185,7 @@ def test_plateau_halves_lr(tmp_path):
 
 
 def test_resume_from_plain_model_fails(tmp_path):
-    from seqtool.modelfile import save_model
+    from seqtool.io.modelfile import save_model
 
     task = FakeTask()
     save_model(tmp_path / "plain.st", task.model.state_dict(), {"task": "charlm", "config": {}})

@@ -7,9 +7,10 @@ Shapes and saved arrays as in kernels/gru.py:
   h      (T+1, N, H)  state chain
   gates  (3H, T, N)   activated r, z, n (zero on padding)
   hn     (H, T, N)    reset_after: W_hn h + b_hn; classic: r * h_{t-1} (the input of W_hn)
-Each step: GEMM(s) through the array module, fused kernels with a thread per (j, n), n fastest.
+The recurrence runs as one persistent launch per pass (persistent_gru.py); with settings mode
+"steps", each step: GEMM(s) through the array module, fused kernels with a thread per (j, n).
 """
-from seqtool.kernels.cuda import common
+from seqtool.kernels.cuda import common, persistent_gru, settings
 from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
 
 # numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
@@ -127,14 +128,17 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
     cu, xp, lengths = common.prepare(x, lengths)
     T, N, D = x.shape
     H = h0.shape[1]
-    forward_rz, forward_n, _, _ = _kernels(x.dtype)
-    w_h = w_hh if reset_after else w_hh[:2 * H]
-    w_hn = w_hh[2 * H:]
     gates = (w_ih @ x.reshape(T * N, D).T).reshape(3 * H, T, N)  # all steps' input projection
     hn = xp.empty((H, T, N), x.dtype)
     h = xp.empty((T + 1, N, H), x.dtype)
     y = xp.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
+    if settings.current().whole_sequence:
+        persistent_gru.run(gates, b_ih, b_hh, w_hh, h, hn, y, lengths, reverse, reset_after)
+        return y, h, gates, hn
+    forward_rz, forward_n, _, _ = _kernels(x.dtype)
+    w_h = w_hh if reset_after else w_hh[:2 * H]
+    w_hn = w_hh[2 * H:]
     launch = grid(N * H)
     ra = bool(reset_after)
     for t in time_order(T, reverse):
@@ -151,12 +155,31 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
     cu, xp, lengths = common.prepare(x, lengths)
     T, N, D = x.shape
     H = h.shape[2]
-    _, _, backward_a, backward_r = _kernels(x.dtype)
-    w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 3H)
-    w_hrz_t, w_hn_t = w_hh_t[:, :2 * H], w_hh_t[:, 2 * H:]
     dgx = xp.empty((3 * H, T, N), x.dtype)
     dgh = xp.empty((3 * H, T, N), x.dtype)
     dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
+    if settings.current().whole_sequence:
+        persistent_gru.run_backward(dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after)
+    else:
+        _steps_backward(x.dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after)
+    gx2 = dgx.reshape(3 * H, T * N)
+    gh2 = dgh.reshape(3 * H, T * N)
+    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
+    dw_hh = gh2 @ h_in
+    if not reset_after:
+        dw_hh[2 * H:] = gh2[2 * H:] @ hn.reshape(H, T * N).T  # W_hn multiplies r * h, not h
+    dx = (gx2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
+    return (dx, xp.ascontiguousarray(dh.T), gx2 @ x.reshape(T * N, D), dw_hh, gx2.sum(axis=1),
+            gh2.sum(axis=1))
+
+
+def _steps_backward(dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after):
+    """gru_backward's recurrence on the per-step kernels (settings mode "steps")."""
+    xp = common.array_module(dgx)
+    H, T, N = hn.shape
+    _, _, backward_a, backward_r = _kernels(dtype)
+    w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 3H)
+    w_hrz_t, w_hn_t = w_hh_t[:, :2 * H], w_hh_t[:, 2 * H:]
     launch = grid(N * H)
     ra = bool(reset_after)
     for t in time_order(T, not reverse):
@@ -169,12 +192,3 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
             backward_r[launch](dgx, dgh, dh, d_rh, gates, h, lengths, t, prev)
             dh_rec = w_hrz_t @ dgx[:2 * H, t]
         common.merge_rows(dh, dh_rec, lengths, t, True, batch_axis=1)
-    gx2 = dgx.reshape(3 * H, T * N)
-    gh2 = dgh.reshape(3 * H, T * N)
-    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    dw_hh = gh2 @ h_in
-    if not reset_after:
-        dw_hh[2 * H:] = gh2[2 * H:] @ hn.reshape(H, T * N).T  # W_hn multiplies r * h, not h
-    dx = (gx2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
-    return (dx, xp.ascontiguousarray(dh.T), gx2 @ x.reshape(T * N, D), dw_hh, gx2.sum(axis=1),
-            gh2.sum(axis=1))

@@ -5,12 +5,11 @@ Same names, arguments, shapes and saved arrays as the CPU kernel (see kernels/ls
   h      (T+1, N, H)  state chain (slot convention of kernels/lstm.py)
   c      (T+1, H, N)  cell chain, same slots, gate-major
   gates  (4H, T, N)   activated i, f, g, o (zero on padding)
-Per step: one GEMM through the array module, rec (4H, N) = W_hh h_{t-1}^T, then one fused
-kernel with a thread per (j, n), n fastest, so that gate-major reads and writes coalesce.
-For small H the forward and the backward recurrence may instead each run as one persistent
-launch (persistent.py), chosen per shape by timing both paths once.
+The recurrence runs as one persistent launch per pass (persistent.py); with settings mode
+"steps", per step: one GEMM through the array module, rec (4H, N) = W_hh h_{t-1}^T, then one
+fused kernel with a thread per (j, n), n fastest, so that gate-major reads and writes coalesce.
 """
-from seqtool.kernels.cuda import common, persistent
+from seqtool.kernels.cuda import common, persistent, settings
 from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
 
 # numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
@@ -98,21 +97,15 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
     H = h0.shape[1]
     gates, h, c, y = _start(x, h0, c0, w_ih, H, reverse, xp)
 
-    def recurrence(on_persistent, gates, h, c, y):
-        if on_persistent:
-            persistent.run(gates, b, w_hh, h, c, y, lengths, reverse)
-            return
-        forward_step, _ = _kernels(x.dtype)
-        launch = grid(N * H)
-        for t in time_order(T, reverse):
-            prev, cur = step_slots(t, reverse)
-            rec = w_hh @ h[prev].T  # (4H, N)
-            forward_step[launch](gates, rec, b, h, c, y, lengths, t, prev, cur)
-
-    def time_path(on_persistent):
-        return common.time_recurrence(recurrence, on_persistent, (gates, h, c, y))
-
-    recurrence(persistent.choose(T, N, H, x.dtype, time_path), gates, h, c, y)
+    if settings.current().whole_sequence:
+        persistent.run(gates, b, w_hh, h, c, y, lengths, reverse)
+        return y, h, c, gates
+    forward_step, _ = _kernels(x.dtype)
+    launch = grid(N * H)
+    for t in time_order(T, reverse):
+        prev, cur = step_slots(t, reverse)
+        rec = w_hh @ h[prev].T  # (4H, N)
+        forward_step[launch](gates, rec, b, h, c, y, lengths, t, prev, cur)
     return y, h, c, gates
 
 
@@ -125,10 +118,9 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
     dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
     dc = dc_n.T.copy()
 
-    def recurrence(on_persistent, dgates, dh, dc):
-        if on_persistent:
-            persistent.run_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse)
-            return
+    if settings.current().whole_sequence:
+        persistent.run_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse)
+    else:
         _, backward_step = _kernels(x.dtype)
         w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 4H)
         launch = grid(N * H)
@@ -136,11 +128,6 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
             prev, cur = step_slots(t, reverse)
             backward_step[launch](dgates, dh, dc, gates, c, dy, lengths, t, prev, cur)
             common.merge_rows(dh, w_hh_t @ dgates[:, t], lengths, t, False, batch_axis=1)
-
-    def time_path(on_persistent):
-        return common.time_recurrence(recurrence, on_persistent, (dgates, dh, dc))
-
-    recurrence(persistent.choose(T, N, H, x.dtype, time_path, "backward"), dgates, dh, dc)
     dg2 = dgates.reshape(4 * H, T * N)
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)  # the states that fed each step
     dx = (dg2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)

@@ -1,61 +1,52 @@
-"""Persistent LSTM forward and backward: the whole sequence in ONE cooperative launch (small H).
+"""Persistent recurrences: a layer's whole sequence, one direction and pass, in ONE launch.
 
-The per-step path launches a GEMM and a gate kernel for every step; for small N and H each of
-those is mostly launch latency. Here, as in cuDNN's persistent RNNs, the recurrent weights stay
-on chip for the whole sequence and the blocks step through time together:
-  - the H hidden units are dealt out to NVB blocks: block vb owns units j = vb + u * NVB,
-    u < UB = ceil(H / NVB) (see `unit_of`), and stages the rows of W_hh that feed them into
-    shared memory once: the 4 gate rows of each owned unit (forward), or its column of W_hh
-    (backward);
+The per-step path (lstm.py, gru.py, rnn.py with settings mode "steps") launches a GEMM and a
+gate kernel for every step: mostly launch latency and host overhead. Here, as in cuDNN's
+persistent RNNs, the blocks step through time together inside one kernel:
+  - the H hidden units are dealt out to NVB (virtual) blocks: block vb owns units
+    j = vb + u * NVB, u < UB = ceil(H / NVB) (see `unit_of`), and reads only the rows of W_hh
+    that feed them: its units' G gate rows (forward), or their columns of W_hh (backward).
+    Where those fit (`fits`), they are staged in shared memory once; otherwise every step reads
+    them from global memory (L2 on a GPU holds them across steps): no limit on H;
   - step t: every block computes its units for all N batch rows, reading h_{t-1} (N, H) from
-    global memory (L2: every block writes its slice, every block reads it all), then
-    cuda.cg.this_grid().sync(): all of h_t is written before anyone starts step t+1.
-One grid sync per step. A cooperative launch needs every block resident at once, so on a GPU
-NVB <= the SM count (one block per SM always fits: <= 256 threads, <= 48 KiB shared memory).
-
+    global memory (every block writes its slice, every block reads it all), then a barrier:
+    all of h_t is written before anyone starts step t+1.
+Two launch layouts, the same code:
+  grid   NVB blocks, one per SM at most, synchronized by the cooperative grid sync (a
+         cooperative launch needs every block resident at once: <= 256 threads and <= 48 KiB
+         of static shared memory a block, so one block per SM always fits);
+  block  one block hosts every unit and syncs with syncthreads: a plain launch any device
+         takes, used where the cooperative one is refused (settings mode "auto") or asked for.
 Under the CUDA simulator a grid sync only works with one block, so one block hosts all NVB
 virtual blocks (VPB = NVB virtual blocks per block, a loop per step); on a GPU each block hosts
-one (VPB = 1). The code is the same, so the simulator exercises the unit partition of several
-blocks; what it cannot check is the synchronization across real blocks.
+one (VPB = 1). The simulator thus exercises the unit partition of several blocks; the grid
+sync across real blocks is checked by tests/test_cuda_grid_races.py.
 
-Backward, in reverse time order, two phases per step:
-  1. units (j, n): gate gradients from dh_t[j, n] + dy, dc (global, one owner per unit, as
-     lstm.backward_step), written to dgates[:, t, n]; grid sync;
-  2. units (m, n): dh_{t-1}[m, n] = sum_q W_hh[q, m] dgates[q, t, n] with column m of W_hh from
-     shared memory (padding rows: dh passes through).
-The same thread owns (j, n) in both phases, so phase 2 -> the next phase 1 needs no sync, and
-the next phase 1 writes dgates[:, t-1] while slower blocks may still read dgates[:, t].
-Outputs have lstm.lstm_forward's layouts (gates activated, zero on padding), so either backward
-runs on either forward's arrays. The weight gradients stay large GEMMs (lstm.py).
+The cells' kernels follow one pattern (this module: LSTM; persistent_gru.py, persistent_rnn.py):
+forward, one barrier per step (two for the classic GRU, whose W_hn multiplies r * h of every
+unit); backward in reverse time order,
+  1. units (j, n): gate gradients from dh_t[j, n] + dy (and dc, one owner per unit), written
+     to the gradient arrays at step t; barrier;
+  2. units (m, n): dh_{t-1}[m, n] = sum_q W_hh[q, m] dgates[q, t, n] with column m of W_hh
+     (padding rows: dh passes through).
+The same thread owns (j, n) in both phases, so phase 2 -> the next phase 1 needs no barrier,
+and the next phase 1 writes step t-1's gradients while slower blocks may still read step t's.
+Outputs have the per-step kernels' layouts, so either backward runs on either forward's arrays.
+Input projections and weight gradients stay single GEMMs (lstm.py, gru.py, rnn.py).
 """
-import contextlib
 import functools
 import warnings
 
 import numpy as np
 
 from seqtool.errors import SeqtoolError
-from seqtool.kernels.cuda import common
+from seqtool.kernels.cuda import common, settings, toolchain
 
-MAX_H = 256
-MAX_N = 64  # static policy (simulator): beyond this the per-step path's GEMMs win
 SMEM_BYTES = 48 * 1024  # static shared memory per block
 THREADS = 256  # threads per block at most (tests shrink it)
 VIRTUAL_BLOCKS = 2  # blocks the units are dealt to under the simulator (tests vary it)
 # numba.cuda, set on first build (the simulator swaps module globals referring to it).
 cuda = None
-FORCE = None  # None: choose() decides; True / False: always / never (tests, benchmarks)
-
-
-@contextlib.contextmanager
-def forced(mode):
-    """with forced(True): ... runs the LSTM recurrences on the persistent kernels (False: per-step)."""
-    global FORCE
-    old, FORCE = FORCE, mode
-    try:
-        yield
-    finally:
-        FORCE = old
 
 
 def unit_of(block, grid_blocks, lv, u, nvb):
@@ -71,8 +62,10 @@ def _sm_count():
     return common.cuda().get_current_device().MULTIPROCESSOR_COUNT
 
 
-def plan(H):
+def plan(H, grid_wide=True):
     """(grid blocks, virtual blocks NVB, units per virtual block UB, virtual blocks per block)."""
+    if not grid_wide:
+        return 1, 1, H, 1
     if common.simulator():
         nvb = max(1, min(H, VIRTUAL_BLOCKS))
         return 1, nvb, -(-H // nvb), nvb
@@ -81,77 +74,158 @@ def plan(H):
     return nvb, nvb, ub, 1
 
 
-def fits(H, ub, dtype):
-    """Whether one virtual block's staged weights fit in shared memory, forward and backward
-    (rows padded by one value against bank conflicts)."""
+def fits(G, H, ub, vpb, dtype):
+    """Whether a block's weights (G gate rows per unit forward, a column of G*H backward; rows
+    padded by one value against bank conflicts) fit in shared memory."""
     size = np.dtype(dtype).itemsize
-    return max(4 * ub * (H + 1), ub * (4 * H + 1)) * size <= SMEM_BYTES
+    return vpb * max(G * ub * (H + 1), ub * (G * H + 1)) * size <= SMEM_BYTES
 
 
-# (pass, N, H, dtype, T rounded up to a power of two) -> True if the persistent kernel measured
-# faster; pass is "forward" or "backward", each timed on its own.
-MEASURED: dict = {}
-
-
-def _shape_key(T, N, H, dtype, which="forward"):
-    return which, N, H, np.dtype(dtype).str, 1 << max(0, int(T - 1).bit_length())
-
-
-def choose(T, N, H, dtype, time_path, which="forward"):
-    """Whether lstm_forward (which="forward") or lstm_backward ("backward") takes the
-    persistent kernel for this shape.
-
-    Eligible shapes (policy_allows) are decided by measurement on a real GPU: the first call of
-    a shape times one recurrence each way (``time_path(persistent: bool) -> ms``, synchronized)
-    and remembers the faster; later calls reuse the answer. Under the simulator timings mean
-    nothing, so the static policy decides. FORCE overrides both.
-    """
-    if FORCE is not None:
-        return bool(FORCE)
-    if not policy_allows(T, N, H, dtype):
-        return False
-    if common.simulator():
-        return use_persistent(T, N, H, dtype)
-    key = _shape_key(T, N, H, dtype, which)
-    if key not in MEASURED:
-        try:
-            persistent_ms = time_path(True)
-        except Exception as err:  # e.g. a cooperative launch this device or driver refuses
-            warnings.warn(f"persistent LSTM kernel unavailable here ({type(err).__name__}: {err}); "
-                          "using the per-step kernels", RuntimeWarning, stacklevel=2)
-            persistent_ms = float("inf")
-        MEASURED[key] = persistent_ms < time_path(False)
-    return MEASURED[key]
-
-
-def policy_allows(T, N, H, dtype=np.float32):
-    """Shapes the persistent kernels can run at all."""
-    return H <= MAX_H and T >= 2 and (common.simulator() or fits(H, plan(H)[2], dtype))
-
-
-def use_persistent(T, N, H, dtype=np.float32):
-    """Static policy (the simulator; not measured on a GPU yet): small H and few batch rows.
-    Each thread computes a unit's four dot products of length H serially, so the work per
-    block grows with N, while the per-step path's GEMMs spread it over the whole GPU."""
-    if FORCE is not None:
-        return bool(FORCE)
-    return H <= MAX_H and T >= 2 and N <= MAX_N
-
-
-def _builder(dtype):
-    """numba.cuda (also set as this module's `cuda`), `one` of the dtype, the LSTM unit's
-    device functions, the shared-memory element type and unit_of as a device function."""
+def parts(dtype, G, H, NVB, UB, VPB, STAGED, GRID_SYNC):
+    """What every persistent kernel is built from: numba.cuda (also set as this module's
+    `cuda`), the dtype's `one`, the shared-memory element type, and device functions:
+      unit_at        unit_of
+      stage_rows     the G gate rows of W_hh (G*H, H) of a block's units -> shared (forward)
+      stage_cols     the columns of W_hh of a block's units -> shared (backward)
+      row(w_s, w, lv, srow, grow, m)   W_hh[grow, m] of a forward row (staged or global)
+      col(w_s, w, lv, u, q, m)         W_hh[q, m] of a backward column (staged or global)
+      barrier()      grid sync (GRID_SYNC) or syncthreads (one block)
+    and the shared arrays' shapes (a dummy (1, 1, 1) when not STAGED)."""
     global cuda
     cu = cuda = common.cuda()
     one = common.activations(dtype)[0]
-    return (cu, one, *common.lstm_unit(dtype), common.numba_type(dtype),
-            cu.jit(device=True)(unit_of))
+    unit_at = cu.jit(device=True)(unit_of)
+    rows_shape = (VPB, G * UB, H + 1) if STAGED else (1, 1, 1)
+    cols_shape = (VPB, UB, G * H + 1) if STAGED else (1, 1, 1)
+
+    @cu.jit(device=True)
+    def stage_rows(w_s, w_hh, blk, nblk, tid, nt):
+        if STAGED:
+            for k in range(tid, VPB * G * UB * H, nt):
+                lv, rest = k // (G * UB * H), k % (G * UB * H)
+                r, m = rest // H, rest % H  # r = q * UB + u
+                vb, j = unit_at(blk, nblk, lv, r % UB, NVB)
+                if vb < NVB and j < H:
+                    w_s[lv, r, m] = w_hh[(r // UB) * H + j, m]
+            cuda.syncthreads()
+
+    @cu.jit(device=True)
+    def stage_cols(w_s, w_hh, blk, nblk, tid, nt):
+        if STAGED:
+            for k in range(tid, VPB * UB * G * H, nt):
+                lu, q = k // (G * H), k % (G * H)
+                vb, m = unit_at(blk, nblk, lu // UB, lu % UB, NVB)
+                if vb < NVB and m < H:
+                    w_s[lu // UB, lu % UB, q] = w_hh[q, m]
+            cuda.syncthreads()
+
+    @cu.jit(device=True)
+    def row(w_s, w, lv, srow, grow, m):
+        if STAGED:
+            return w_s[lv, srow, m]
+        return w[grow, m]
+
+    @cu.jit(device=True)
+    def col(w_s, w, lv, u, q, m):
+        if STAGED:
+            return w_s[lv, u, q]
+        return w[q, m]
+
+    if GRID_SYNC:
+        @cu.jit(device=True)
+        def barrier():
+            cuda.cg.this_grid().sync()
+    else:
+        @cu.jit(device=True)
+        def barrier():
+            cuda.syncthreads()
+
+    return (cu, one, common.numba_type(dtype), unit_at, stage_rows, stage_cols, row, col, barrier,
+            rows_shape, cols_shape)
+
+
+@functools.lru_cache(maxsize=None)
+def _configured(builder, dtype, G, H, nvb, ub, vpb, staged, grid_sync, grid_blocks, threads):
+    """The kernel built and configured once per shape (common.configure): later launches skip
+    building, configuring and, on a GPU, Numba's argument typing."""
+    return common.configure(builder(np.dtype(dtype), H, nvb, ub, vpb, staged, grid_sync), grid_blocks, threads)
+
+
+def layout(G, H, N, dtype, grid_wide):
+    """(grid blocks, threads, NVB, UB, VPB, staged) of a launch."""
+    grid_blocks, nvb, ub, vpb = plan(H, grid_wide)
+    threads = max(1, min(THREADS, vpb * ub * N))
+    return grid_blocks, threads, nvb, ub, vpb, fits(G, H, ub, vpb, dtype)
+
+
+# (builder name, dtype, H, N) of grid launches this device refused: straight to one block
+REFUSED: set = set()
+
+
+def launch(builder, G, dtype, H, N, args):
+    """One launch of `builder`'s kernel on `args`, laid out by the current settings mode."""
+    key = (builder.__name__, np.dtype(dtype).str, H, N)
+    with_fallback(key, lambda grid_wide: _launch(builder, G, dtype, H, N, args, grid_wide))
+
+
+def with_fallback(key, run):
+    """run(grid_wide=True) for settings modes "auto" and "grid"; in "auto", where the device
+    refuses the cooperative launch (remembered by `key`), run(False): the one-block layout,
+    which modes "block" and "steps" take directly."""
+    mode = settings.current().mode
+    if mode == "grid" or (mode == "auto" and key not in REFUSED):
+        try:
+            return run(True)
+        except SeqtoolError:
+            raise
+        except Exception as err:
+            if mode == "grid" or not _refused(err):
+                raise
+            REFUSED.add(key)
+            warnings.warn(f"cooperative launch refused here ({toolchain.first_line(err)}); the "
+                          "kernel runs in one block", RuntimeWarning, stacklevel=3)
+    return run(False)
+
+
+def _launch(builder, G, dtype, H, N, args, grid_wide):
+    grid_blocks, threads, nvb, ub, vpb, staged = layout(G, H, N, dtype, grid_wide)
+    kernel = _configured(builder, np.dtype(dtype), G, H, nvb, ub, vpb, staged, grid_wide, grid_blocks,
+                         threads)
+    run_kernel(kernel, args)
+
+
+def run_kernel(kernel, args):
+    """kernel(*args), with a CUDA setup failure met there (no driver, no NVVM) as one line."""
+    try:
+        kernel(*args)
+    except Exception as err:
+        setup = toolchain.toolchain_error(err) if not common.simulator() else None
+        if setup is not None:
+            raise setup from None
+        raise
+
+
+def _refused(err) -> bool:
+    """A cooperative launch the device or driver does not take (too many blocks resident,
+    no cooperative launch support): Numba's CudaAPIError, or, where numba-cuda launches through
+    cuda.core, its CUDAError naming a cooperative launch."""
+    if "COOPERATIVE" in str(err).upper():
+        return True
+    try:
+        from numba.cuda.cudadrv.driver import CudaAPIError
+    except ImportError:  # the simulator has no driver
+        return False
+    return isinstance(err, CudaAPIError)
+
+
+# --------------------------------------------------------------------------- LSTM (G = 4)
 
 
 @common.kernel_cache
-def _kernel(dtype, H, NVB, UB, VPB):
-    cu, one, unit_forward, _, ty, unit_at = _builder(dtype)
-    W_SHAPE = (VPB, 4 * UB, H + 1)  # the 4 gate rows of W_hh of each owned unit
+def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
+    (cu, one, ty, unit_at, stage_rows, _, row, _, barrier,
+     W_SHAPE, _) = parts(dtype, 4, H, NVB, UB, VPB, STAGED, GRID_SYNC)
+    unit_forward = common.lstm_unit(dtype)[0]
 
     @cu.jit
     def lstm_persistent(gates, b, w_hh, h, c, y, lengths, reverse):
@@ -159,15 +233,8 @@ def _kernel(dtype, H, NVB, UB, VPB):
         T, N = y.shape[0], y.shape[1]
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         blk, nblk = cuda.blockIdx.x, cuda.gridDim.x
-        w_s = cuda.shared.array(W_SHAPE, ty)
-        for k in range(tid, VPB * 4 * UB * H, nt):
-            lv, rest = k // (4 * UB * H), k % (4 * UB * H)
-            row, m = rest // H, rest % H  # row = q * UB + u
-            vb, j = unit_at(blk, nblk, lv, row % UB, NVB)
-            if vb < NVB and j < H:
-                w_s[lv, row, m] = w_hh[(row // UB) * H + j, m]
-        cuda.syncthreads()
-        g = cuda.cg.this_grid()
+        w_s = cuda.shared.array(W_SHAPE, ty)  # the 4 gate rows of each owned unit
+        stage_rows(w_s, w_hh, blk, nblk, tid, nt)
         for s in range(T):
             t = T - 1 - s if reverse else s
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
@@ -189,10 +256,10 @@ def _kernel(dtype, H, NVB, UB, VPB):
                         a_o = gates[3 * H + j, t, n] + b[3 * H + j]
                         for m in range(H):
                             hm = h[prev, n, m]
-                            a_i += w_s[lv, u, m] * hm
-                            a_f += w_s[lv, UB + u, m] * hm
-                            a_g += w_s[lv, 2 * UB + u, m] * hm
-                            a_o += w_s[lv, 3 * UB + u, m] * hm
+                            a_i += row(w_s, w_hh, lv, u, j, m) * hm
+                            a_f += row(w_s, w_hh, lv, UB + u, H + j, m) * hm
+                            a_g += row(w_s, w_hh, lv, 2 * UB + u, 2 * H + j, m) * hm
+                            a_o += row(w_s, w_hh, lv, 3 * UB + u, 3 * H + j, m) * hm
                         i_, f_, g_, o_, cv, hv = unit_forward(a_i, a_f, a_g, a_o, c[prev, j, n])
                         gates[j, t, n] = i_
                         gates[H + j, t, n] = f_
@@ -201,21 +268,9 @@ def _kernel(dtype, H, NVB, UB, VPB):
                         c[cur, j, n] = cv
                         h[cur, n, j] = hv
                         y[t, n, j] = hv
-            g.sync()  # all of h_t is written before any block reads it
+            barrier()  # all of h_t is written before any block reads it
 
     return lstm_persistent
-
-
-def _launch(kernel_builder, dtype, H, N, *args):
-    # reached when forced (seqtool bench --persistent on) without choose()'s checks: say why not
-    if H > MAX_H:
-        raise SeqtoolError(f"the persistent LSTM kernel takes H <= {MAX_H}, got {H}; use --persistent off")
-    grid_blocks, nvb, ub, vpb = plan(H)
-    if not common.simulator() and not fits(H, ub, dtype):
-        raise SeqtoolError(f"the persistent LSTM kernel at H={H} needs more than {SMEM_BYTES // 1024} KiB of "
-                           f"shared memory per block on this GPU ({_sm_count()} SMs); use --persistent off")
-    kernel = kernel_builder(np.dtype(dtype), H, nvb, ub, vpb)
-    kernel[grid_blocks, max(1, min(THREADS, vpb * ub * N))](*args)
 
 
 def run(gates, b, w_hh, h, c, y, lengths, reverse):
@@ -225,14 +280,15 @@ def run(gates, b, w_hh, h, c, y, lengths, reverse):
     """
     xp = common.array_module(gates)
     T, N, H = y.shape
-    _launch(_kernel, gates.dtype, H, N, gates, b, xp.ascontiguousarray(w_hh), h, c, y, lengths,
-            bool(reverse))
+    launch(_kernel, 4, gates.dtype, H, N, (gates, b, xp.ascontiguousarray(w_hh), h, c, y, lengths,
+                                           bool(reverse)))
 
 
 @common.kernel_cache
-def _backward_kernel(dtype, H, NVB, UB, VPB):
-    cu, one, _, unit_backward, ty, unit_at = _builder(dtype)
-    W_SHAPE = (VPB, UB, 4 * H + 1)  # column m of W_hh of each owned unit m
+def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
+    (cu, one, ty, unit_at, _, stage_cols, _, col, barrier,
+     _, W_SHAPE) = parts(dtype, 4, H, NVB, UB, VPB, STAGED, GRID_SYNC)
+    unit_backward = common.lstm_unit(dtype)[1]
 
     @cu.jit
     def lstm_persistent_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse):
@@ -241,14 +297,8 @@ def _backward_kernel(dtype, H, NVB, UB, VPB):
         T, N = dy.shape[0], dy.shape[1]
         tid, nt = cuda.threadIdx.x, cuda.blockDim.x
         blk, nblk = cuda.blockIdx.x, cuda.gridDim.x
-        w_s = cuda.shared.array(W_SHAPE, ty)
-        for k in range(tid, VPB * UB * 4 * H, nt):
-            lu, q = k // (4 * H), k % (4 * H)
-            vb, m = unit_at(blk, nblk, lu // UB, lu % UB, NVB)
-            if vb < NVB and m < H:
-                w_s[lu // UB, lu % UB, q] = w_hh[q, m]
-        cuda.syncthreads()
-        g = cuda.cg.this_grid()
+        w_s = cuda.shared.array(W_SHAPE, ty)  # column m of W_hh of each owned unit m
+        stage_cols(w_s, w_hh, blk, nblk, tid, nt)
         for s in range(T):
             t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
@@ -269,7 +319,7 @@ def _backward_kernel(dtype, H, NVB, UB, VPB):
                         dgates[H + j, t, n] = d_f
                         dgates[2 * H + j, t, n] = d_g
                         dgates[3 * H + j, t, n] = d_o
-            g.sync()  # every gate gradient of step t is written
+            barrier()  # every gate gradient of step t is written
             for k in range(tid, VPB * UB * N, nt):  # phase 2: dh_{t-1} of units (m, n)
                 lu, n = k // N, k % N
                 lv, u = lu // UB, lu % UB
@@ -277,7 +327,7 @@ def _backward_kernel(dtype, H, NVB, UB, VPB):
                 if vb < NVB and m < H and t < lengths[n]:
                     acc = one - one  # dtype-typed zero
                     for q in range(4 * H):
-                        acc += w_s[lv, u, q] * dgates[q, t, n]
+                        acc += col(w_s, w_hh, lv, u, q, m) * dgates[q, t, n]
                     dh[m, n] = acc
 
     return lstm_persistent_backward
@@ -288,5 +338,5 @@ def run_backward(dgates, dh, dc, gates, c, dy, w_hh, lengths, reverse):
     from the gradients at the last state into those at the initial state, in place."""
     xp = common.array_module(gates)
     T, N, H = dy.shape
-    _launch(_backward_kernel, gates.dtype, H, N, dgates, dh, dc, gates, c, dy,
-            xp.ascontiguousarray(w_hh), lengths, bool(reverse))
+    launch(_backward_kernel, 4, gates.dtype, H, N, (dgates, dh, dc, gates, c, dy,
+                                                    xp.ascontiguousarray(w_hh), lengths, bool(reverse)))

@@ -4,9 +4,10 @@
 Shapes and saved arrays as in kernels/rnn.py: x (T, N, D); w_ih (H, D); w_hh (H, H); b (H,);
 h (T+1, N, H) state chain; a (H, T, N) the activations (gate-major, zero on padding), from
 which backward reads the derivative.
-Per step: one GEMM through the array module, one fused kernel with a thread per (j, n), n fastest.
+The recurrence runs as one persistent launch per pass (persistent_rnn.py); with settings mode
+"steps", per step: one GEMM through the array module, one fused kernel with a thread per (j, n).
 """
-from seqtool.kernels.cuda import common
+from seqtool.kernels.cuda import common, persistent_rnn, settings
 from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
 
 # numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
@@ -68,11 +69,14 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
     cu, xp, lengths = common.prepare(x, lengths)
     T, N, D = x.shape
     H = h0.shape[1]
-    forward_step, _ = _kernels(x.dtype)
     act = (w_ih @ x.reshape(T * N, D).T).reshape(H, T, N)  # all steps' input projection
     h = xp.empty((T + 1, N, H), x.dtype)
     y = xp.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
+    if settings.current().whole_sequence:
+        persistent_rnn.run(act, b, w_hh, h, y, lengths, reverse, relu)
+        return y, h, act
+    forward_step, _ = _kernels(x.dtype)
     launch = grid(N * H)
     for t in time_order(T, reverse):
         prev, cur = step_slots(t, reverse)
@@ -85,14 +89,17 @@ def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_d
     cu, xp, lengths = common.prepare(x, lengths)
     T, N, D = x.shape
     H = h.shape[2]
-    _, backward_step = _kernels(x.dtype)
     dpre = xp.empty((H, T, N), x.dtype)
     dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
-    w_hh_t = xp.ascontiguousarray(w_hh.T)
-    launch = grid(N * H)
-    for t in time_order(T, not reverse):
-        backward_step[launch](dpre, dh, act, dy, lengths, t, bool(relu))
-        common.merge_rows(dh, w_hh_t @ dpre[:, t], lengths, t, False, batch_axis=1)
+    if settings.current().whole_sequence:
+        persistent_rnn.run_backward(dpre, dh, act, dy, w_hh, lengths, reverse, relu)
+    else:
+        _, backward_step = _kernels(x.dtype)
+        w_hh_t = xp.ascontiguousarray(w_hh.T)
+        launch = grid(N * H)
+        for t in time_order(T, not reverse):
+            backward_step[launch](dpre, dh, act, dy, lengths, t, bool(relu))
+            common.merge_rows(dh, w_hh_t @ dpre[:, t], lengths, t, False, batch_axis=1)
     d2 = dpre.reshape(H, T * N)
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
     dx = (d2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)

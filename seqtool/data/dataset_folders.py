@@ -20,7 +20,7 @@ def _has_ext(name: str, exts: Sequence[str]) -> bool:
     return name.lower().endswith(tuple(e.lower() for e in exts))
 
 
-def _walk_files(folder: Path) -> Iterable[Path]:
+def walk_files(folder: Path) -> Iterable[Path]:
     """Files under folder, recursively, in sorted order; hidden files and folders left out
     (.DS_Store, ._* resource forks, .git would otherwise look like data)."""
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -43,7 +43,7 @@ def scan_class_folders(root, exts: Sequence[str]) -> tuple[list[tuple[Path, str]
     items: list[tuple[Path, str]] = []
     labels = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = [f for f in _walk_files(sub) if _has_ext(f.name, exts)]
+        files = [f for f in walk_files(sub) if _has_ext(f.name, exts)]
         if files:
             labels.append(sub.name)
             items.extend((f, sub.name) for f in files)
@@ -63,7 +63,7 @@ def detect_kind(root_or_file) -> str:
     if not p.is_dir():
         raise SeqtoolError(f"{p}: no such file or folder")
     found = set()
-    for f in _walk_files(p):
+    for f in walk_files(p):
         if _has_ext(f.name, MIDI_EXTS):
             found.add("midi")
         elif _has_ext(f.name, AUDIO_EXTS):

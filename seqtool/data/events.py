@@ -4,7 +4,7 @@ Accepted annotation rows (tab separated, or whitespace when a line has no tab):
     filename  onset  offset  event_label      (DCASE 2016-2019 lists, optional header line)
     onset  offset  event_label                (official per-recording files; filename supplied)
 
-Frame convention (matches the centered STFT in seqtool.audio): frame t stands for time t * hop_s,
+Frame convention (matches the centered STFT in seqtool.data.audio): frame t stands for time t * hop_s,
 i.e. the interval [(t - 0.5) hop, (t + 0.5) hop). A frame is active when its time lies inside
 [onset, offset); decoding puts boundaries half-way between frames, so a round trip is exact on
 the frame grid.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from seqtool.errors import SeqtoolError
-from seqtool.fileio import atomic_open
+from seqtool.io.fileio import atomic_open
 
 HEADER = ("filename", "onset", "offset", "event_label")
 _HEADER_WORDS = {"onset", "offset", "event_onset", "event_offset", "event_label", "label", "filename"}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from seqtool.errors import SeqtoolError
 from seqtool.errors import warn as _warn
-from seqtool.fileio import display_name, open_input
+from seqtool.io.fileio import display_name, open_input
 
 __all__ = ["Pairs", "read_pairs", "BAD_LINES_SHOWN"]
 

@@ -347,47 +347,55 @@ def score_features(notes: list[Note]) -> np.ndarray:
     dur = np.array([n.duration for n in ns], np.float64)
     voice = np.array([n.voice for n in ns], np.int64)
     T = len(ns)
-
-    prev = np.full(T, -1, np.int64)
-    last: dict[int, int] = {}
-    for i, v in enumerate(voice.tolist()):
-        prev[i] = last.get(v, -1)
-        last[v] = i
+    prev = _previous_in_voice(voice)
     has = prev >= 0
     p = prev[has]
-
-    interval = np.zeros(T)
+    interval, ioi, gap = np.zeros(T), np.zeros(T), np.zeros(T)
     interval[has] = pitch[has] - pitch[p]
-    ioi = np.zeros(T)
     ioi[has] = onset[has] - onset[p]
-    gap = np.zeros(T)
     gap[has] = onset[has] - (onset[p] + dur[p])
-
     pos = dur[dur > 0]
     med_dur = float(np.median(pos)) if pos.size else 1.0
     pos = ioi[has & (ioi > 0)]
     med_ioi = float(np.median(pos)) if pos.size else med_dur
 
-    def log_ratio(x, med):
-        # flooring at med * 2^-LOG_CLIP keeps log2 finite for zero lengths and clips the low side
-        return np.clip(np.log2(np.maximum(x, med * 2.0 ** -LOG_CLIP) / med), -LOG_CLIP, LOG_CLIP)
-
     feats = np.zeros((T, N_FEATURES), np.float32)
     feats[:, 0] = (pitch - 60.0) / 12.0
     feats[:, 1] = np.clip(interval / 12.0, -INTERVAL_CLIP, INTERVAL_CLIP)
-    feats[:, 2] = log_ratio(dur, med_dur)
-    feats[:, 3] = np.where(has, log_ratio(ioi, med_ioi), 0.0)
+    feats[:, 2] = _log_ratio(dur, med_dur)
+    feats[:, 3] = np.where(has, _log_ratio(ioi, med_ioi), 0.0)
     feats[:, 4] = has & (gap > REST_FRACTION * med_ioi)
     feats[:, 5] = voice == 0
-    col = 6
+    col = _phase_features(feats, onset, med_ioi, 6)
+    final = int(pitch[onset == onset[-1]].min()) % 12
+    feats[np.arange(T), col + (pitch.astype(np.int64) - final) % 12] = 1.0
+    return feats
+
+
+def _previous_in_voice(voice: np.ndarray) -> np.ndarray:
+    """Index of the previous note of the same voice (-1 for a voice's first note)."""
+    prev = np.full(len(voice), -1, np.int64)
+    last: dict[int, int] = {}
+    for i, v in enumerate(voice.tolist()):
+        prev[i] = last.get(v, -1)
+        last[v] = i
+    return prev
+
+
+def _log_ratio(x, med):
+    # flooring at med * 2^-LOG_CLIP keeps log2 finite for zero lengths and clips the low side
+    return np.clip(np.log2(np.maximum(x, med * 2.0 ** -LOG_CLIP) / med), -LOG_CLIP, LOG_CLIP)
+
+
+def _phase_features(feats: np.ndarray, onset: np.ndarray, med_ioi: float, col: int) -> int:
+    """cos/sin of the onset's phase in cycles of METER_PERIODS typical gaps, from column
+    ``col``; returns the next free column."""
     for k in METER_PERIODS:
         angle = 2.0 * np.pi * (onset - onset[0]) / (k * med_ioi)
         feats[:, col] = np.cos(angle)
         feats[:, col + 1] = np.sin(angle)
         col += 2
-    final = int(pitch[onset == onset[-1]].min()) % 12
-    feats[np.arange(T), col + (pitch.astype(np.int64) - final) % 12] = 1.0
-    return feats
+    return col
 
 
 # ---------------------------------------------------------------------------------------------

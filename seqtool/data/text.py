@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.fileio import decode_error_message, display_name, open_input
+from seqtool.io.fileio import decode_error_message, display_name, open_input
 
 __all__ = ["UNITS", "UNK", "Corpus", "read_text_files", "tokenize", "build_vocab", "encode",
            "split_validation", "load_corpus"]

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from seqtool import functional as F
-from seqtool import memory
+from seqtool.core import functional as F
+from seqtool.core import memory
 from seqtool.nn import init
 from seqtool.nn.module import Module, Parameter
 

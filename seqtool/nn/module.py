@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from seqtool.autograd import Tensor
+from seqtool.core.autograd import Tensor
 from seqtool.errors import SeqtoolError
-from seqtool.xp import asarray_on, to_host
+from seqtool.core.xp import asarray_on, to_host
 
 __all__ = ["Parameter", "Module", "ModuleList", "Sequential"]
 

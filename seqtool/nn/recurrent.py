@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqtool import functional as F
-from seqtool import memory
-from seqtool import xp
+from seqtool.core import functional as F
+from seqtool.core import memory
+from seqtool.core import xp
 from seqtool.device import cuda_kernels_for_host_arrays
-from seqtool.autograd import Function, Tensor
+from seqtool.core.autograd import Function, Tensor
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.nn import init as initializers
 from seqtool.nn.module import Module, Parameter
-from seqtool.xp import is_device_array
+from seqtool.core.xp import is_device_array
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 

@@ -1,5 +1,5 @@
 """A stand-in for CuPy in tests that have no GPU: NumPy arrays of a subclass whose type lives
-in a module named "cupy" (what seqtool.xp.is_device_array looks at), strict the way CuPy is.
+in a module named "cupy" (what seqtool.core.xp.is_device_array looks at), strict the way CuPy is.
 
 CuPy refuses to mix its arrays with NumPy arrays in one operation (0-d ones included, except
 in comparisons), and a CPU (Numba) kernel cannot take them; the stand-in raises TypeError in

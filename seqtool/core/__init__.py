@@ -1,0 +1,1 @@
+"""Tensors and their gradients: autograd, differentiable functions, losses, GEMM helpers, array modules."""

@@ -1,0 +1,1 @@
+"""Checks and measurements of the kernels: bench, self-check, gradcheck, naive references."""

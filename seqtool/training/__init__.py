@@ -1,0 +1,1 @@
+"""The shared training loop, its interrupt handling and its distributed (MPI) layer."""
