@@ -13,13 +13,8 @@ import pytest
 from faultkit import assert_clean_error, run, run_fault, snapshot, assert_files_kept, write_wav
 
 
-def cli_xfail(why):
-    return pytest.mark.xfail(strict=True, reason=f"issue 14: {why}")
-
-
-def case(id, args, code, *needles, files=None, stdin=None, xfail=None, new_ok=()):
-    marks = [cli_xfail(xfail)] if xfail else []
-    return pytest.param(args, code, needles, files or {}, stdin, new_ok, id=id, marks=marks)
+def case(id, args, code, *needles, files=None, stdin=None, new_ok=()):
+    return pytest.param(args, code, needles, files or {}, stdin, new_ok, id=id)
 
 
 LATIN1 = "caf\xe9 cr\xe8me\tCAF\xc9\n".encode("latin-1") * 20
@@ -37,8 +32,7 @@ CASES = [
     case("sample-prime-outside-vocabulary", ["sample", "{charlm}", "--prime", "\u20ac\u20ac"], 1, "vocabulary"),
     case("sample-extra-argument", ["sample", "{charlm}", "more.txt"], 2, "unexpected extra argument"),
     case("sample-device-cuda", ["sample", "{charlm}", "--device", "cuda"], 1, "cuda"),
-    case("sample-seed-negative", ["sample", "{charlm}", "--seed", -1], 2, "--seed",
-         xfail="--seed -1 is a usage error"),
+    case("sample-seed-negative", ["sample", "{charlm}", "--seed", -1], 2, "--seed"),
     # ---- predict, charlm
     case("predict-charlm-missing-input", ["predict", "{charlm}", "gone.txt"], 1, "gone.txt"),
     case("predict-charlm-latin1-input", ["predict", "{charlm}", "l.txt"], 1, "l.txt", "UTF-8",
@@ -48,15 +42,13 @@ CASES = [
     case("predict-charlm-threshold", ["predict", "{charlm}", "{text}", "--threshold", 0.5], 2, "--threshold"),
     case("predict-charlm-png", ["predict", "{charlm}", "{text}", "--png", "x.png"], 2, "--png"),
     case("predict-device-unknown", ["predict", "{charlm}", "{text}", "--device", "tpu"], 2, "--device"),
-    case("predict-seed-negative", ["predict", "{charlm}", "{text}", "--seed", -1], 2, "--seed",
-         xfail="--seed -1 is a usage error"),
+    case("predict-seed-negative", ["predict", "{charlm}", "{text}", "--seed", -1], 2, "--seed"),
     # ---- predict, seq2seq
     case("predict-seq2seq-beam-0", ["predict", "{seq2seq}", "-", "--beam", 0], 2, "--beam", stdin="jump"),
     case("predict-seq2seq-length-penalty-negative", ["predict", "{seq2seq}", "-", "--length-penalty", -1],
          2, "--length-penalty", stdin="jump"),
     case("predict-seq2seq-length-penalty-nan", ["predict", "{seq2seq}", "-", "--length-penalty", "nan",
-                                                "--beam", 2], 2, "--length-penalty", stdin="jump",
-         xfail="--length-penalty nan is a usage error"),
+                                                "--beam", 2], 2, "--length-penalty", stdin="jump"),
     case("predict-seq2seq-max-len-0", ["predict", "{seq2seq}", "-", "--max-len", 0], 2, "--max-len",
          stdin="jump"),
     case("predict-seq2seq-attention-png-is-a-file", ["predict", "{seq2seq}", "-", "--attention-png",
@@ -76,17 +68,14 @@ CASES = [
     case("predict-sed-threshold-unknown-label", ["predict", "{sed}", "{wav}", "--threshold", "bark=0.5"],
          2, "bark"),
     case("predict-sed-median-ms-negative", ["predict", "{sed}", "{wav}", "--median-ms", -5], 2, "--median-ms"),
-    case("predict-sed-median-ms-nan", ["predict", "{sed}", "{wav}", "--median-ms", "nan"], 2, "--median-ms",
-         xfail="--median-ms nan is a usage error (task layer)"),
-    case("predict-sed-median-ms-inf", ["predict", "{sed}", "{wav}", "--median-ms", "inf"], 2, "--median-ms",
-         xfail="--median-ms inf is a usage error (task layer)"),
+    case("predict-sed-median-ms-nan", ["predict", "{sed}", "{wav}", "--median-ms", "nan"], 2, "--median-ms"),
+    case("predict-sed-median-ms-inf", ["predict", "{sed}", "{wav}", "--median-ms", "inf"], 2, "--median-ms"),
     case("predict-sed-png-stdout", ["predict", "{sed}", "{wav}", "--png", "-"], 2, "--png"),
     case("predict-sed-png-over-text", ["predict", "{sed}", "{wav}", "--png", "notes.txt"], 2, "notes.txt",
-         files=NOTES, xfail="--png over a file that is not a PNG is refused unless --force"),
+         files=NOTES),
     case("predict-sed-png-missing-dir", ["predict", "{sed}", "{wav}", "--png", "no/dir/r.png"], 1, "does not exist"),
     case("predict-sed-beam", ["predict", "{sed}", "{wav}", "--beam", 2], 2, "--beam"),
-    case("predict-sed-folder-without-audio", ["predict", "{sed}", "empty"], 1, "empty",
-         xfail="predict of a folder without audio says so (exit 1) instead of printing nothing"),
+    case("predict-sed-folder-without-audio", ["predict", "{sed}", "empty"], 1, "empty"),
     # ---- predict, genre
     case("predict-genre-garbage-midi", ["predict", "{genre}", "x.mid"], 1, "x.mid", files={"x.mid": b"MThd junk"}),
     case("predict-genre-empty-jsonl", ["predict", "{genre}", "e.jsonl"], 1, "e.jsonl", files={"e.jsonl": b""}),
@@ -110,11 +99,9 @@ CASES = [
     case("eval-sed-onset-after-offset", ["eval", "{sed}", "{scenes}", "r.tsv"], 1, "r.tsv",
          files={"r.tsv": b"scene_000.wav\t2.0\t1.0\tbeep\n"}),
     case("eval-sed-reference-matches-no-input", ["eval", "{sed}", "{wav}", "r.tsv"], 1, "r.tsv",
-         files={"r.tsv": b"other.wav\t0.5\t1.0\tbeep\n"},
-         xfail="eval sed with no reference matching the inputs exits 1"),
+         files={"r.tsv": b"other.wav\t0.5\t1.0\tbeep\n"}),
     case("eval-sed-one-argument", ["eval", "{sed}", "{scenes}"], 2, "REFERENCE"),
-    case("eval-sed-median-ms-nan", ["eval", "{sed}", "{scenes}", "{gt}", "--median-ms", "nan"], 2, "--median-ms",
-         xfail="--median-ms nan is a usage error (task layer)"),
+    case("eval-sed-median-ms-nan", ["eval", "{sed}", "{scenes}", "{gt}", "--median-ms", "nan"], 2, "--median-ms"),
     case("eval-tables-both-empty", ["eval", "p.tsv", "r.tsv"], 1, "empty", files={"p.tsv": b"", "r.tsv": b""}),
     case("eval-tables-both-stdin", ["eval", "-", "-"], 2, "stdin"),
     case("eval-tables-latin1-reference", ["eval", "{gt}", "l.tsv"], 1, "l.tsv",
@@ -138,8 +125,7 @@ CASES = [
     case("bench-cell-unknown", ["bench", "--cell", "transformer"], 2, "--cell"),
     case("bench-device-cuda", ["bench", "--device", "cuda"], 1, "cuda"),
     case("bench-seed-negative", ["bench", "--seed", -1, "--hidden", 8, "--steps", 1, "--warmup", 0,
-                                 "--seq-len", 4, "--batch", 2], 2, "--seed",
-         xfail="--seed -1 is a usage error"),
+                                 "--seq-len", 4, "--batch", 2], 2, "--seed"),
     # ---- check
     case("check-device-cuda", ["check", "--device", "cuda"], 1, "cuda"),
     case("check-extra-argument", ["check", "now"], 2, "unexpected extra argument"),
@@ -171,8 +157,7 @@ CASES = [
          files=NOTES),
     case("synth-events-per-class-0", ["synth-scenes", "{clips}", "-o", "out", "--events-per-class", 0], 2,
          "--events-per-class"),
-    case("synth-seed-negative", ["synth-scenes", "{clips}", "-o", "out", "--seed", -1], 2, "--seed",
-         xfail="--seed -1 is a usage error"),
+    case("synth-seed-negative", ["synth-scenes", "{clips}", "-o", "out", "--seed", -1], 2, "--seed"),
 ]
 
 
@@ -254,7 +239,6 @@ def test_eval_tables_with_an_offset_of_1e9_seconds(kit, tmp_path):
     assert seg["recall"] == pytest.approx(1e9 / (1e9 + 1)) and seg["precision"] == 1.0
 
 
-@cli_xfail("predict goes on past a bad input and exits 1 at the end")
 def test_predict_reports_each_bad_input_and_goes_on(kit, tmp_path):
     (tmp_path / "a.txt").write_text("to be or not\n")
     (tmp_path / "bad.txt").write_bytes(LATIN1)
@@ -267,7 +251,6 @@ def test_predict_reports_each_bad_input_and_goes_on(kit, tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@cli_xfail("predict --strict stops at the first bad input")
 def test_predict_strict_stops_at_the_first_bad_input(kit, tmp_path):
     (tmp_path / "a.txt").write_text("to be or not\n")
     (tmp_path / "b.txt").write_text("that is the question\n")
@@ -276,14 +259,12 @@ def test_predict_strict_stops_at_the_first_bad_input(kit, tmp_path):
     assert len(r.stdout.decode().splitlines()) == 1
 
 
-@cli_xfail("sample ends its text with a newline")
 def test_sample_ends_with_a_newline(kit, tmp_path):
     r = run(["sample", str(kit.charlm), "--length", 50, "--seed", 3], tmp_path)
     assert r.rc == 0, str(r)
     assert r.stdout.endswith(b"\n")
 
 
-@cli_xfail("predict --help and eval --help describe every task")
 @pytest.mark.parametrize("command", ["predict", "eval"])
 def test_help_describes_every_task(tmp_path, command):
     r = run([command, "--help"], tmp_path)

@@ -96,7 +96,6 @@ def test_temporary_files_of_dead_writers_are_removed_by_the_next_write(kit, tmp_
     assert live.read_bytes() == b"half a model" and other.read_bytes() == b"half a model"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14: training takes fileio.output_lock on -o (cli)")
 def test_a_second_writer_of_the_same_model_is_refused(kit, tmp_path):
     (tmp_path / "t.txt").write_bytes(kit.text.read_bytes())
     first = _start(["train", "charlm", "t.txt", "-o", "m.model", *SMALL, "--steps", 10 ** 6,
