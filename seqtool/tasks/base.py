@@ -262,11 +262,17 @@ class TrainJob:
     def run(self) -> dict:
         from seqtool.training.trainer import Trainer
 
+        import contextlib
+
         from seqtool.io.fileio import output_lock
+        from seqtool.training.distributed import launched_by_mpi
 
         r = self.request
         reporter = reporter_of(r)
-        with output_lock(r.output):  # a second run writing the same model is refused
+        # A second run writing the same model is refused. Under mpiexec every rank runs this and
+        # only rank 0 writes; a refusal on one rank would leave the others waiting, so no lock.
+        lock = contextlib.nullcontext() if launched_by_mpi() else output_lock(r.output)
+        with lock:
             trainer = Trainer(self.task, r.output, self.settings, rng=self.rng, reporter=reporter,
                               resume=r.resume, device=r.device)
             n = sum(p.size for p in trainer.params)
