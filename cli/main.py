@@ -8,10 +8,13 @@ once, for every command:
     seqtool UsageError    same, exit 2 (click's own usage errors also exit 2)
     KeyboardInterrupt     "seqtool: interrupted", exit 130
     broken stdout pipe    (``seqtool sample M | head``) quiet, exit 141 like a SIGPIPE'd tool
+    full disk on stdout   (``seqtool sample M > /dev/full``) "seqtool: error: cannot write to
+                          stdout: No space left on device", exit 1
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import os
@@ -36,6 +39,34 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 SIGPIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
+# Write errors of a full or failing disk. Files seqtool writes itself turn them into a
+# SeqtoolError naming the file (seqtool.io.fileio); what is left is stdout redirected to a file.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
+
+
+class _ClosedStdout:
+    """Stands in for sys.stdout when the shell closed it (``seqtool sample M >&-``): writing
+    data is an error (EBADF) rather than silently lost; a command that prints nothing is fine."""
+
+    encoding = "utf-8"
+
+    @property
+    def buffer(self):
+        return self
+
+    def write(self, data):
+        if data:
+            raise OSError(errno.EBADF, "Bad file descriptor (stdout is closed)")
+        return 0
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise OSError(errno.EBADF, "Bad file descriptor (stdout is closed)")
 
 
 def _module_exists(module: str) -> bool:
@@ -100,6 +131,8 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx):
+        if sys.stdout is None:
+            sys.stdout = _ClosedStdout()
         try:
             rv = super().invoke(ctx)
             # Surface a closed pipe here rather than at interpreter exit ("Exception ignored").
@@ -118,6 +151,13 @@ class LazyGroup(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             raise click.exceptions.Exit(SIGPIPE_EXIT) from None
+        except OSError as e:
+            if e.errno not in _WRITE_ERRNOS:
+                raise
+            where = e.filename or "stdout"
+            _silence_stdout()  # the data that did not fit must not fail again at exit
+            click.echo(f"seqtool: error: cannot write to {where}: {e.strerror or e}", err=True)
+            raise click.exceptions.Exit(1) from None
 
 
 @click.group(

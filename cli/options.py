@@ -61,8 +61,20 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
+
+
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (nan passes every comparison a range makes)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return value
+
+
 _POSITIVE_INT = click.IntRange(min=1)
-_POSITIVE_FLOAT = click.FloatRange(min=0, min_open=True)
+_POSITIVE_FLOAT = FiniteRange(min=0, min_open=True)
 
 
 common_options = _stack(
@@ -71,7 +83,7 @@ common_options = _stack(
     click.option("--quiet", "-q", is_flag=True, help="No progress or messages on stderr."),
     click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True,
                  help="Where the kernels run."),
-    click.option("--seed", type=int, default=None,
+    click.option("--seed", type=click.IntRange(min=0), default=None,
                  help="Random seed, for runs that repeat exactly."),
 )
 
@@ -82,11 +94,11 @@ train_options = _stack(
     click.option("--layers", type=_POSITIVE_INT, default=None, help="Stacked recurrent layers."),
     click.option("--bidirectional/--no-bidirectional", default=None,
                  help="Also run each layer backwards in time."),
-    click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+    click.option("--dropout", type=FiniteRange(0, 1, max_open=True), default=None,
                  help="Dropout between layers, in [0, 1)."),
     click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Optimizer."),
     click.option("--lr", type=_POSITIVE_FLOAT, default=None, help="Learning rate."),
-    click.option("--clip-norm", type=click.FloatRange(min=0), default=None,
+    click.option("--clip-norm", type=FiniteRange(min=0), default=None,
                  help="Clip the gradient norm to this (0: no clipping)."),
     click.option("--batch", type=_POSITIVE_INT, default=None, help="Sequences per batch."),
     click.option("--seq-len", type=_POSITIVE_INT, default=None,
@@ -102,8 +114,10 @@ train_options = _stack(
                  help="Write a checkpoint every this many steps."),
     click.option("--resume", type=click.Path(exists=True, dir_okay=False), default=None,
                  metavar="CHECKPOINT", help="Continue training from this checkpoint."),
-    click.option("--val-frac", type=click.FloatRange(0, 1, max_open=True), default=None,
+    click.option("--val-frac", type=FiniteRange(0, 1, max_open=True), default=None,
                  help="Fraction of the data held out for validation, in [0, 1)."),
+    click.option("--force", is_flag=True, default=None,
+                 help="Replace an existing MODEL file even if it is not a seqtool model."),
 )
 
 def feature_options(prefix: str = "") -> Callable:
@@ -112,15 +126,15 @@ def feature_options(prefix: str = "") -> Callable:
     return _stack(
         click.option("--sr", type=click.IntRange(min=1000), default=None,
                      help=f"{prefix}{'s' if prefix else 'S'}ample rate the audio is resampled to [default: 16000]."),
-        click.option("--win-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--win-ms", type=FiniteRange(min=0, min_open=True), default=None,
                      help=f"{prefix}STFT window, ms [default: 40]."),
-        click.option("--hop-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--hop-ms", type=FiniteRange(min=0, min_open=True), default=None,
                      help=f"{prefix}{'f' if prefix else 'F'}rame hop, ms [default: 20]."),
         click.option("--n-mels", type=click.IntRange(min=1), default=None,
                      help=f"{prefix}{'m' if prefix else 'M'}el bands [default: 64]."),
-        click.option("--fmin", type=click.FloatRange(min=0), default=None,
+        click.option("--fmin", type=FiniteRange(min=0), default=None,
                      help=f"{prefix}{'l' if prefix else 'L'}owest mel frequency, Hz [default: 0]."),
-        click.option("--fmax", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--fmax", type=FiniteRange(min=0, min_open=True), default=None,
                      help=f"{prefix}{'h' if prefix else 'H'}ighest mel frequency, Hz [default: sr/2]."),
     )
 
@@ -131,7 +145,7 @@ def feature_options(prefix: str = "") -> Callable:
 task_options = _stack(
     click.option("--beam", type=_POSITIVE_INT, default=None,
                  help="seq2seq: beam width (1: greedy) [default: 1]."),
-    click.option("--length-penalty", type=click.FloatRange(min=0), default=None,
+    click.option("--length-penalty", type=FiniteRange(min=0), default=None,
                  help="seq2seq: beam scores divided by length**ALPHA [default: 1.0]."),
     click.option("--max-len", type=_POSITIVE_INT, default=None,
                  help="seq2seq: longest output, in tokens."),
@@ -141,7 +155,7 @@ task_options = _stack(
                  help="seq2seq: write one attention-map PNG per sentence into DIR."),
     click.option("--threshold", multiple=True, metavar="[LABEL=]P",
                  help="sed: activity threshold, for all classes or LABEL=P for one (repeatable)."),
-    click.option("--median-ms", type=click.FloatRange(min=0), default=None,
+    click.option("--median-ms", type=FiniteRange(min=0), default=None,
                  help="sed: median filter length over frame decisions, in milliseconds."),
     click.option("--roll", is_flag=True, default=False,
                  help="sed: draw a per-class activity piano-roll on stderr."),

@@ -15,6 +15,11 @@ from seqtool.cli.options import Reporter, common_options, print_records, task_op
 @click.command("predict")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("inputs", nargs=-1)
+@click.option("--strict", is_flag=True, default=False,
+              help="Stop at the first input that cannot be read (default: report it on stderr, "
+                   "go on with the others, exit 1 at the end).")
+@click.option("--force", is_flag=True, default=False,
+              help="sed: replace an existing --png file even if it is not a PNG.")
 @task_options
 @common_options
 def predict(model, inputs, json_output, quiet, device, seed, **options):

@@ -7,14 +7,14 @@ import time
 
 import click
 
-from seqtool.cli.options import Reporter, common_options, emit_json
+from seqtool.cli.options import FiniteRange, Reporter, common_options, emit_json
 
 STREAM_CHUNK = 64  # tokens per compiled call with --stream or --stop-at
 BATCH_CHUNK = 4096  # otherwise
 
 
 def _write_text(pieces, flush_each: bool) -> None:
-    """The generated text on stdout as UTF-8 bytes, ending a terminal's line."""
+    """The generated text on stdout as UTF-8 bytes, its last line ended with a newline."""
     stdout = sys.stdout.buffer
     ends_with_newline = True
     for piece in pieces:
@@ -24,8 +24,8 @@ def _write_text(pieces, flush_each: bool) -> None:
         if flush_each:
             stdout.flush()
         ends_with_newline = piece.endswith("\n") if piece else ends_with_newline
-    if not ends_with_newline and sys.stdout.isatty():
-        stdout.write(b"\n")  # a terminal prompt should not follow the text on its line
+    if not ends_with_newline:
+        stdout.write(b"\n")  # text ends its last line: a prompt or the summary does not glue on
     stdout.flush()
 
 
@@ -33,7 +33,7 @@ def _write_text(pieces, flush_each: bool) -> None:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--length", "-n", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Tokens (characters, bytes or words) to generate after the prime.")
-@click.option("--temperature", "-t", type=click.FloatRange(min=0, min_open=True), default=1.0,
+@click.option("--temperature", "-t", type=FiniteRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Softmax temperature: lower is more conservative.")
 @click.option("--prime", "prime_text", default="", metavar="TEXT",
               help="Text the model reads first; the output starts with it.")
@@ -48,7 +48,8 @@ def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_a
            json_output, quiet, device, seed):
     """Generate text from a charlm model.
 
-    MODEL is a charlm model file. Only the text goes to stdout (with --json: one object with the text and timing);
+    MODEL is a charlm model file. Only the text goes to stdout, ending with a newline (with
+    --json: one object with the text and timing);
     messages go to stderr. The same --seed gives the same text (on the same machine:
     the rounding of the products depends on its CPU and thread count).
     """

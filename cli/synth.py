@@ -6,7 +6,7 @@ import re
 
 import click
 
-from seqtool.cli.options import Reporter, common_options
+from seqtool.cli.options import FiniteRange, Reporter, common_options
 
 
 class EBR(click.ParamType):
@@ -40,7 +40,7 @@ class EBR(click.ParamType):
                    "used in turn. Without one, timelines are random.")
 @click.option("--scenes", "-n", type=click.IntRange(min=1), default=None,
               help="Scenes to write [default: one per --timeline, else 10].")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+@click.option("--duration", type=FiniteRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Scene length in seconds (a timeline may make it longer).")
 @click.option("--events-per-class", type=click.IntRange(min=1), default=2, show_default=True,
               help="Random timelines: events of every class in a scene.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from seqtool.cli.options import common_options, train_options
+from seqtool.cli.options import FiniteRange, common_options, train_options
 from seqtool.cli.train import run_train
 
 
@@ -24,7 +24,7 @@ from seqtool.cli.train import run_train
 @click.option("--unit", type=click.Choice(["word", "char"]), default=None,
               help="Token unit on both sides [default: word].")
 @click.option("--embed", type=click.IntRange(min=1), default=None, help="Embedding size [default: 128].")
-@click.option("--teacher-forcing", type=click.FloatRange(0, 1), default=None, metavar="RATIO",
+@click.option("--teacher-forcing", type=FiniteRange(0, 1), default=None, metavar="RATIO",
               help="Probability of feeding the gold previous token instead of the model's own "
                    "prediction [default: 1.0].")
 @click.option("--min-count", type=click.IntRange(min=1), default=None,

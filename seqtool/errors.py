@@ -11,3 +11,10 @@ class SeqtoolError(Exception):
 
 class UsageError(SeqtoolError):
     """Bad option values discovered after parsing (negative sizes, unknown names): exit 2."""
+
+
+def warn(msg: str) -> None:
+    """A library warning on stderr, in the CLI's format; readers take `warn=` to redirect it."""
+    import sys
+
+    print(f"seqtool: warning: {' '.join(str(msg).split())}", file=sys.stderr, flush=True)

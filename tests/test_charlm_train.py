@@ -168,9 +168,9 @@ def test_cli_resume_uses_checkpoint_settings(tmp_path):
 @pytest.mark.parametrize("data", [b"", b"\x00\x01\x02binary\x00" * 50, b"caf\xe9\n" * 100])
 def test_cli_bad_input_exit_1_and_output_untouched(tmp_path, data):
     out = tmp_path / "m.st"
-    out.write_bytes(b"previous model")
+    out.write_bytes(b"previous model")  # not a model: --force lets the run get to the data
     r = CliRunner().invoke(cli, ["train", "charlm", _write(tmp_path, "bad.txt", data), "-o",
-                                 str(out), "--steps", "2", *SMALL])
+                                 str(out), "--steps", "2", "--force", *SMALL])
     assert r.exit_code == 1
     assert r.stderr.startswith("seqtool: error:") and r.stderr.count("\n") == 1
     assert out.read_bytes() == b"previous model"

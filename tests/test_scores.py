@@ -233,10 +233,21 @@ def test_jsonl_errors_name_file_and_line(tmp_path, bad, pattern):
     # line 1 and 2 are fine, line 3 is blank, the bad one is line 4
     path = jl(tmp_path / "bad.jsonl", [GOOD % 0, GOOD % 1, "", bad])
     with pytest.raises(SeqtoolError) as err:
-        read_scores_jsonl(path)
+        read_scores_jsonl(path, strict=True)
     msg = str(err.value)
     assert msg.startswith(f"{path}:4: ") and "\n" not in msg
     assert re.search(pattern, msg), msg
+    # without strict the record is skipped, and one warning carries the same message
+    warnings = []
+    got = read_scores_jsonl(path, warn=warnings.append)
+    assert [sid for sid, _, _ in got] == ["x0", "x1"]
+    assert len(warnings) == 1 and msg in warnings[0] and "skipped 1 malformed record" in warnings[0]
+
+
+def test_jsonl_with_only_malformed_records_names_the_first(tmp_path):
+    path = jl(tmp_path / "bad.jsonl", ["{oops", "[1]"])
+    with pytest.raises(SeqtoolError, match=r"no scores \(2 malformed; the first: .*bad.jsonl:1: invalid JSON"):
+        read_scores_jsonl(path)
 
 
 def test_jsonl_empty_missing_and_optional_label(tmp_path):

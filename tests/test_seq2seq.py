@@ -48,12 +48,17 @@ def _write(path, lines):
 
 def test_read_pairs_counts_bad_lines_with_their_numbers(tmp_path):
     p = _write(tmp_path / "p.tsv", ["a b\tB A", "no tab here", "", "x\t ", "\ty", "c\tC\textra column"])
-    pairs = read_pairs(p)
+    warnings = []
+    pairs = read_pairs(p, warn=warnings.append)
     assert pairs.sources == ["a b", "c"] and pairs.targets == ["B A", "C"]
     assert pairs.line_numbers == [1, 6]
     assert pairs.bad_count == 3 and pairs.bad_lines == [2, 4, 5]  # the blank line 3 is not bad
     assert "3 bad lines" in pairs.bad_message() and "lines 2, 4, 5" in pairs.bad_message()
-    rev = read_pairs(p, reverse=True)
+    # the third column of line 6 is dropped with a word, not silently
+    assert pairs.extra_count == 1 and pairs.extra_lines == [6]
+    assert warnings == [pairs.extra_message()] and "line 6" in warnings[0]
+    assert pairs.notes() == [pairs.bad_message(), pairs.extra_message()]
+    rev = read_pairs(p, reverse=True, warn=warnings.append)
     assert rev.sources == ["B A", "C"] and rev.targets == ["a b", "c"]
     with pytest.raises(SeqtoolError, match=r"p\.tsv line 2: no tab"):
         read_pairs(p, strict=True)

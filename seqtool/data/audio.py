@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, UsageError
 from seqtool.io.fileio import atomic_write_bytes
 
 STDIO = "-"
+MAX_SR = 768_000  # the highest sample rate of audio hardware and files in use
+MAX_WINDOW_MS = 10_000.0  # a frame (window or hop) longer than 10 s describes no sound event
 
 
 def _name(path) -> str:
@@ -131,12 +133,23 @@ class FeatureConfig:
     pad_mode: str = "reflect"
 
     def __post_init__(self):
-        if self.sr <= 0 or self.win_ms <= 0 or self.hop_ms <= 0 or self.n_mels <= 0:
-            raise SeqtoolError("feature settings: sr, win_ms, hop_ms and n_mels must be positive")
-        if not 0 <= self.fmin < self.f_max <= self.sr / 2:
-            raise SeqtoolError(f"feature settings: need 0 <= fmin < fmax <= sr/2, got {self.fmin}, {self.f_max}")
+        # Option values (--sr --win-ms --hop-ms --n-mels --fmin --fmax): a bad one is a usage error.
+        for name in ("sr", "win_ms", "hop_ms", "n_mels"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
+        if self.sr > MAX_SR:
+            raise UsageError(f"--sr {self.sr} is above {MAX_SR} Hz, the highest rate audio files use")
+        fmax = self.f_max
+        if not (math.isfinite(self.fmin) and math.isfinite(fmax) and 0 <= self.fmin < fmax <= self.sr / 2):
+            raise UsageError(f"--fmin/--fmax: need 0 <= fmin < fmax <= sr/2 = {self.sr / 2:g} Hz, "
+                             f"got {self.fmin:g} and {fmax:g}")
         if self.hop_length < 1 or self.win_length < 2:
-            raise SeqtoolError("feature settings: window and hop are shorter than one sample")
+            raise UsageError(f"--win-ms {self.win_ms:g} / --hop-ms {self.hop_ms:g} are shorter than "
+                             f"two samples / one sample at --sr {self.sr}")
+        if self.win_ms > MAX_WINDOW_MS or self.hop_ms > MAX_WINDOW_MS:
+            raise UsageError(f"--win-ms {self.win_ms:g} / --hop-ms {self.hop_ms:g}: frames longer than "
+                             f"{MAX_WINDOW_MS / 1000:g} s are not audio features")
 
     @property
     def win_length(self) -> int:

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from seqtool.errors import SeqtoolError, UsageError
+from seqtool.errors import warn as _warn
 
 VOICES = ("melody", "all")
 TIME_UNITS = ("beats", "seconds")
@@ -244,13 +245,44 @@ def select_voices(notes: list[Note], voices: str = "melody") -> list[Note]:
     return top_voice([n for n in notes if n.voice == first])
 
 
-def read_scores_jsonl(path, voices: str = "melody", require_label: bool = True):
+def _score_record(line: str, where: str, voices: str, require_label: bool, seen: dict, ln: int):
+    """(id, label, notes) of one JSONL line, or SeqtoolError naming `where`."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise SeqtoolError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise SeqtoolError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    sid = obj.get("id")
+    if isinstance(sid, int) and not isinstance(sid, bool):
+        sid = str(sid)
+    if not isinstance(sid, str) or not sid:
+        raise SeqtoolError(f"{where}: missing or empty \"id\" (a string)")
+    if sid in seen:
+        raise SeqtoolError(f"{where}: duplicate id {sid!r} (first on line {seen[sid]})")
+    label = obj.get("label")
+    if not (label is None and not require_label) and (not isinstance(label, str) or not label):
+        raise SeqtoolError(f"{where}: missing or empty \"label\" (a string)")
+    rows = obj.get("notes")
+    if not isinstance(rows, list) or not rows:
+        raise SeqtoolError(f"{where}: \"notes\" must be a non-empty list of [onset, duration, midi_pitch, part]")
+    notes = [n for j, row in enumerate(rows) if (n := _parse_note(row, j, where)) is not None]
+    if not notes:
+        raise SeqtoolError(f"{where}: no note with a positive duration")
+    seen[sid] = ln
+    return sid, label, select_voices(notes, voices)
+
+
+def read_scores_jsonl(path, voices: str = "melody", require_label: bool = True, strict: bool = False,
+                      warn=None):
     """Scores of a JSON Lines file -> [(id, label, notes)].
 
     Each line: {"id": str, "label": str, "notes": [[onset, duration, midi_pitch, part], ...], ...}.
     Other fields (n_parts, time_signature, key_sharps, source) are ignored on purpose: they give the
     class away without any music in them. Blank lines are skipped. Without require_label a missing
-    label reads as None (for prediction).
+    label reads as None (for prediction). A malformed record is skipped, and ``warn`` (default:
+    seqtool.errors.warn) gets one message naming the first lines, as train skips unreadable files;
+    with ``strict`` it is a SeqtoolError naming the line.
     """
     _check_voices(voices)
     try:
@@ -261,40 +293,24 @@ def read_scores_jsonl(path, voices: str = "melody", require_label: bool = True):
     except UnicodeDecodeError as e:
         raise SeqtoolError(f"{path}: not UTF-8 text ({_one_line(e)})") from None
 
-    out = []
+    out, skipped = [], []
     seen: dict[str, int] = {}
     for ln, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        where = f"{path}:{ln}"
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SeqtoolError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise SeqtoolError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        sid = obj.get("id")
-        if isinstance(sid, int) and not isinstance(sid, bool):
-            sid = str(sid)
-        if not isinstance(sid, str) or not sid:
-            raise SeqtoolError(f"{where}: missing or empty \"id\" (a string)")
-        if sid in seen:
-            raise SeqtoolError(f"{where}: duplicate id {sid!r} (first on line {seen[sid]})")
-        seen[sid] = ln
-        label = obj.get("label")
-        if label is None and not require_label:
-            pass
-        elif not isinstance(label, str) or not label:
-            raise SeqtoolError(f"{where}: missing or empty \"label\" (a string)")
-        rows = obj.get("notes")
-        if not isinstance(rows, list) or not rows:
-            raise SeqtoolError(f"{where}: \"notes\" must be a non-empty list of [onset, duration, midi_pitch, part]")
-        notes = [n for j, row in enumerate(rows) if (n := _parse_note(row, j, where)) is not None]
-        if not notes:
-            raise SeqtoolError(f"{where}: no note with a positive duration")
-        out.append((sid, label, select_voices(notes, voices)))
+            out.append(_score_record(line, f"{path}:{ln}", voices, require_label, seen, ln))
+        except SeqtoolError as e:
+            if strict:
+                raise
+            skipped.append(str(e))
     if not out:
-        raise SeqtoolError(f"{path}: no scores (empty file)")
+        why = f" ({len(skipped)} malformed; the first: {skipped[0]})" if skipped else " (empty file)"
+        raise SeqtoolError(f"{path}: no scores{why}")
+    if skipped:
+        more = f"; {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        (warn or _warn)(f"skipped {len(skipped)} malformed record{'s' if len(skipped) > 1 else ''} "
+                        f"(--strict stops at the first): {skipped[0]}{more}")
     return out
 
 

@@ -8,15 +8,18 @@ so that its RMS over the event is ebr_db above the background's RMS over the sam
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from seqtool.data.audio import read_audio, write_wav
+from seqtool.data.audio import MAX_SR, read_audio, write_wav
 from seqtool.data.events import Event, read_events, write_events_file
-from seqtool.errors import SeqtoolError
+from seqtool.errors import SeqtoolError, UsageError
+from seqtool.core.memory import format_bytes, require_memory
 
 NOISE_KINDS = ("white", "pink", "brown")
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
@@ -235,6 +238,37 @@ def synth_scene(timeline_events, clips_by_label: dict, background, sr: int, ebr_
     return mix.astype(np.float32), out
 
 
+# Peak bytes per scene sample while mixing: float64 noise and its complex spectrum, float32
+# background, events and mix (tracemalloc peak of one 60 s pink-noise scene: 34 per sample).
+SCENE_BYTES_PER_SAMPLE = 48
+
+
+def _check_options(duration, sr) -> None:
+    if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
+        raise UsageError(f"--duration must be a positive number of seconds, got {duration!r}")
+    if not (isinstance(sr, (int, np.integer)) and 1000 <= sr <= MAX_SR):
+        raise UsageError(f"--sr must be an integer from 1000 to {MAX_SR} Hz, got {sr!r}")
+
+
+def _check_room(out_dir: Path, n_scenes: int, seconds: float, sr: int) -> None:
+    """Refuse before mixing when one scene cannot fit in memory or all of them on the disk."""
+    samples = seconds * sr
+    what = f"a scene of {seconds:g} s at {sr} Hz"
+    if samples * SCENE_BYTES_PER_SAMPLE > 2 ** 62:
+        raise SeqtoolError(f"{what} is too long to hold in memory")
+    require_memory(int(samples * SCENE_BYTES_PER_SAMPLE), what)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SeqtoolError(f"cannot write scenes into {out_dir}: it is a file, not a folder")
+    existing = next((p for p in (out_dir, *out_dir.resolve().parents) if p.exists()), None)
+    if existing is None:
+        return
+    need = n_scenes * samples * 2  # 16-bit PCM
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise SeqtoolError(f"{n_scenes} scene(s) of {seconds:g} s at {sr} Hz need ~{format_bytes(need)} "
+                           f"on disk; {existing} has {format_bytes(free)} free")
+
+
 def synth_scenes_to_dir(out_dir, library, n_scenes: int, *, duration: float = 30.0, ebr_db=0.0,
                         events_per_class: int = 2, max_polyphony: int = 2, background="pink",
                         timelines=None, labels=None, seed: int = 0, sr: int = 16000, pick: str = "random",
@@ -248,6 +282,7 @@ def synth_scenes_to_dir(out_dir, library, n_scenes: int, *, duration: float = 30
     """
     if n_scenes < 1:
         raise SeqtoolError(f"number of scenes must be >= 1, got {n_scenes}")
+    _check_options(duration, sr)
     rng = np.random.default_rng(seed)
     lib = load_clip_library(library, sr) if isinstance(library, (str, os.PathLike)) else library
     labels = list(labels) if labels else sorted(lib)
@@ -255,9 +290,14 @@ def synth_scenes_to_dir(out_dir, library, n_scenes: int, *, duration: float = 30
     if missing:
         raise SeqtoolError(f"no clips for label(s) {', '.join(missing)}")
     loaded = [read_events(t) for t in timelines] if timelines else None
-    clip_lengths = {lab: [len(c) / sr for c in lib[lab]] for lab in labels}
+    longest = max([duration] + [e.offset for t in loaded or [] for e in t])
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_room(out_dir, n_scenes, longest, sr)
+    clip_lengths = {lab: [len(c) / sr for c in lib[lab]] for lab in labels}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SeqtoolError(f"cannot create {out_dir}: {e.strerror or e}") from None
     width = max(3, len(str(n_scenes - 1)))
     wavs, truth = [], []
     for i in range(n_scenes):

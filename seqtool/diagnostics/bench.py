@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from seqtool.errors import SeqtoolError, UsageError
+from seqtool.core.memory import recurrent_param_count, require_memory
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 NO_TORCH = "PyTorch is not installed: pip install torch"
@@ -56,6 +57,19 @@ class BenchConfig:
             raise UsageError(f"nonlinearity must be tanh or relu, got {self.nonlinearity!r}")
         if self.gru_form not in ("after", "classic"):
             raise UsageError(f"gru form must be after or classic, got {self.gru_form!r}")
+        require_memory(self.step_bytes(), f"bench --hidden {self.hidden} --batch {self.batch} "
+                                          f"--seq-len {self.seq_len} --layers {self.layers} "
+                                          f"--input-size {self.input_size}")
+
+    def step_bytes(self) -> int:
+        """Bytes one training step holds (float32): weights, gradients and their float64 draw;
+        per layer and direction the saved states and gates (T+1, N, (G+3)H) and their gradients;
+        input, R and the output gradient."""
+        G, H, T, N, dirs = GATES[self.cell], self.hidden, self.seq_len, self.batch, self.directions
+        params = recurrent_param_count(self.cell, self.input_size, H, self.layers, self.bidirectional)
+        saved = self.layers * dirs * (T + 1) * N * (G + 3) * H * 2
+        io = T * N * (self.input_size + 2 * dirs * H)
+        return 4 * (2 * params + saved + io) + 8 * params
 
     @property
     def directions(self) -> int:

@@ -4,6 +4,11 @@ Outputs are written atomically: a temporary file in the target's directory, flus
 then renamed over the target with ``os.replace``. A crash or an exception midway leaves the old
 file (if any) untouched and no temporary file behind.
 
+A process killed midway (SIGKILL, power loss) can leave its temporary file, ``.NAME.PID.N.tmp``;
+the next write of NAME removes those whose PID no longer runs. ``output_lock`` keeps a second
+process from writing the same output while one is at it, and ``check_output`` refuses to write
+over an input or over a file of another kind.
+
 Inputs accept ``"-"`` for stdin. Missing files, directories and unreadable files become one-line
 ``SeqtoolError`` messages instead of tracebacks.
 """
@@ -14,12 +19,14 @@ import contextlib
 import errno
 import io
 import os
+import re
 import sys
 from typing import IO, Iterator
 
 from seqtool.errors import SeqtoolError
 
-__all__ = ["atomic_open", "atomic_write_bytes", "open_input", "read_text", "display_name", "numbered_lines"]
+__all__ = ["atomic_open", "atomic_write_bytes", "open_input", "read_text", "display_name",
+           "numbered_lines", "remove_stale_temps", "output_lock", "check_output", "OUTPUT_KINDS"]
 
 
 def display_name(path_or_dash) -> str:
@@ -44,6 +51,41 @@ def _check_writable_target(path: str) -> str:
     if os.path.isdir(path):
         raise SeqtoolError(f"cannot write {path}: it is a directory")
     return directory
+
+
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<n>\d+)\.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's live process (or a number we cannot ask about): keep it
+    return True
+
+
+def remove_stale_temps(path) -> list[str]:
+    """Remove the temporary files of `path` whose writer is gone; returns the removed paths.
+
+    A temporary file of a live process (another writer at work) is left alone.
+    """
+    path = os.fspath(path)
+    directory, name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    removed = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMP_NAME.fullmatch(entry.name)
+        if not m or m["name"] != name or int(m["pid"]) == os.getpid() or _pid_alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(entry.path)
+    return removed
 
 
 def _open_temp(directory: str, name: str) -> tuple[int, str]:
@@ -93,6 +135,7 @@ def atomic_open(path, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
 
     path = os.fspath(path)
     directory = _check_writable_target(path)
+    remove_stale_temps(path)
     try:
         fd, tmp = _open_temp(directory, os.path.basename(path))
     except PermissionError:
@@ -144,6 +187,122 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see ``atomic_open``)."""
     with atomic_open(path, "wb") as f:
         f.write(data)
+
+
+# ----------------------------------------------------------------------------- one writer
+
+
+def _lock_path(path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(path) -> Iterator[None]:
+    """Hold an advisory lock (flock) on `path` while a long job writes it, e.g. a training run
+    and its checkpoints; a second process asking for the same path gets a SeqtoolError at once.
+
+    The lock is a hidden ``.NAME.lock`` beside the output (the output itself is replaced on
+    every write, so it cannot carry the lock), removed on release. "-" needs no lock.
+    """
+    if str(path) == "-":
+        yield
+        return
+    import fcntl
+
+    path = os.fspath(path)
+    lock = _lock_path(path)
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise SeqtoolError(f"cannot write {path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SeqtoolError(f"{path} is being written by another seqtool process (lock "
+                               f"{os.path.basename(lock)}); wait for it or choose another output") from None
+        # The previous holder may have removed the lock file between our open and flock:
+        # then we hold a lock nobody else can see, so start over on the new file.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------- what may be replaced
+
+
+def _is_model(path: str) -> bool:
+    from seqtool.io.modelfile import read_meta
+
+    try:
+        read_meta(path)
+    except SeqtoolError:
+        return False
+    return True
+
+
+def _starts_with(magic: bytes):
+    def check(path: str) -> bool:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    return check
+
+
+# kind -> (description, test that an existing file is of that kind and may be replaced)
+OUTPUT_KINDS = {
+    "model": ("a seqtool model file", _is_model),
+    "png": ("a PNG image", _starts_with(b"\x89PNG\r\n\x1a\n")),
+    "wav": ("a WAV file", _starts_with(b"RIFF")),
+}
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_output(path, inputs=(), kind: str = "model", force: bool = False, option: str = "-o") -> None:
+    """Refuse, before any work, an output that would destroy something: one of `inputs`
+    (UsageError, even with `force`), or an existing file that is not of `kind` (a key of
+    OUTPUT_KINDS; UsageError unless `force`). A directory that is missing or not writable is a
+    SeqtoolError. "-" (stdout) always passes.
+    """
+    if str(path) == "-":
+        return
+    path = os.fspath(path)
+    directory = _check_writable_target(path)
+    if not os.access(directory, os.W_OK):
+        raise SeqtoolError(f"cannot write {path}: permission denied")
+    from seqtool.errors import UsageError
+
+    for inp in inputs:
+        if str(inp) != "-" and os.path.exists(inp) and _same_file(path, os.fspath(inp)):
+            raise UsageError(f"{option} {path} is also an input: writing it would destroy the "
+                             f"input; choose another output")
+    if force or not os.path.exists(path):
+        return
+    what, is_kind = OUTPUT_KINDS[kind]
+    try:
+        ok = is_kind(path)
+    except OSError:
+        ok = False
+    if not ok:
+        raise UsageError(f"{option} {path} exists and is not {what}; use --force to replace it "
+                         f"or choose another output")
 
 
 # ----------------------------------------------------------------------------- input

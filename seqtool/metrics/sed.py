@@ -86,20 +86,29 @@ def _summary(tp, n_sys, n_ref, s, d, i, class_counts) -> dict:
 # ---------------------------------------------------------------- segment based
 
 
-def _segment_roll(events, index, res) -> np.ndarray:
-    """(n_segments, n_classes) activity; a segment counts when the event touches any part of it."""
-    max_off = max((e.offset for e in events), default=0.0)
-    roll = np.zeros((int(math.ceil(max_off * 1 / res)), len(index)), dtype=np.int64)
-    for e in events:
-        # same float expressions as sed_eval so boundary cases round identically
-        roll[int(math.floor(e.onset * 1 / float(res))):int(math.ceil(e.offset * 1 / float(res))), index[e.label]] = 1
-    return roll
+def _segment_runs(ref_events, est_events, index, res, n_seg):
+    """Segment activity as runs of equal rows: (widths (K,), ref (K, C), est (K, C)).
 
-
-def _fit(roll, n):
-    if roll.shape[0] >= n:
-        return roll[:n]
-    return np.vstack([roll, np.zeros((n - roll.shape[0], roll.shape[1]), dtype=roll.dtype)])
+    Run k stands for widths[k] consecutive segments with the same activity. A segment counts
+    when an event touches any part of it, as in sed_eval; a row per segment, as sed_eval keeps,
+    would take 8 GB per class for an offset of 1e9 s, while the runs grow with the events only.
+    """
+    spans = []
+    for which, events in enumerate((ref_events, est_events)):
+        for e in events:
+            # same float expressions as sed_eval so boundary cases round identically
+            lo = min(int(math.floor(e.onset * 1 / float(res))), n_seg)
+            hi = min(int(math.ceil(e.offset * 1 / float(res))), n_seg)
+            if hi > lo:
+                spans.append((which, index[e.label], lo, hi))
+    cuts = np.unique(np.array([0, n_seg] + [s[2] for s in spans] + [s[3] for s in spans], np.int64))
+    widths = np.diff(cuts)
+    delta = np.zeros((2, len(cuts), len(index)), np.int64)
+    for which, c, lo, hi in spans:
+        delta[which, np.searchsorted(cuts, lo), c] += 1
+        delta[which, np.searchsorted(cuts, hi), c] -= 1
+    active = (np.cumsum(delta, axis=1)[:, :len(widths)] > 0).astype(np.int64)
+    return widths, active[0], active[1]
 
 
 def segment_based(reference_events, estimated_events, labels, segment_s: float = 1.0,
@@ -123,23 +132,22 @@ def segment_based(reference_events, estimated_events, labels, segment_s: float =
         else:
             length = max([e.offset for e in r_ev + e_ev], default=0.0)
         n_seg = int(math.ceil(length * 1 / float(segment_s)))
-        r = _fit(_segment_roll(r_ev, index, segment_s), n_seg)  # (S, C)
-        e = _fit(_segment_roll(e_ev, index, segment_s), n_seg)  # (S, C)
+        w, r, e = _segment_runs(r_ev, e_ev, index, segment_s, n_seg)  # (K,), (K, C), (K, C)
         hit = (r + e) > 1
-        nr, ns, ntp = r.sum(axis=1), e.sum(axis=1), hit.sum(axis=1)  # (S,)
+        nr, ns, ntp = r.sum(axis=1), e.sum(axis=1), hit.sum(axis=1)  # (K,)
         # per segment: matched-count substitutions, the surplus is deletions or insertions
-        s_tot += int((np.minimum(nr, ns) - ntp).sum())
-        d_tot += int(np.maximum(0, nr - ns).sum())
-        i_tot += int(np.maximum(0, ns - nr).sum())
-        tp += int(ntp.sum())
-        n_ref += int(nr.sum())
-        n_sys += int(ns.sum())
+        s_tot += int(((np.minimum(nr, ns) - ntp) * w).sum())
+        d_tot += int((np.maximum(0, nr - ns) * w).sum())
+        i_tot += int((np.maximum(0, ns - nr) * w).sum())
+        tp += int((ntp * w).sum())
+        n_ref += int((nr * w).sum())
+        n_sys += int((ns * w).sum())
         for lab, c in index.items():
-            cls[lab]["tp"] += int(hit[:, c].sum())
-            cls[lab]["fp"] += int((e[:, c] > r[:, c]).sum())
-            cls[lab]["fn"] += int((r[:, c] > e[:, c]).sum())
-            cls[lab]["n_ref"] += int(r[:, c].sum())
-            cls[lab]["n_sys"] += int(e[:, c].sum())
+            cls[lab]["tp"] += int((hit[:, c] * w).sum())
+            cls[lab]["fp"] += int(((e[:, c] > r[:, c]) * w).sum())
+            cls[lab]["fn"] += int(((r[:, c] > e[:, c]) * w).sum())
+            cls[lab]["n_ref"] += int((r[:, c] * w).sum())
+            cls[lab]["n_sys"] += int((e[:, c] * w).sum())
     out = _summary(tp, n_sys, n_ref, s_tot, d_tot, i_tot, cls)
     out["segment_s"] = segment_s
     return out

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from seqtool.core import functional as F
+from seqtool.core import memory
 from seqtool.nn import init
 from seqtool.nn.module import Module, Parameter
 
@@ -21,6 +22,8 @@ class Linear(Module):
         if in_features <= 0 or out_features <= 0:
             raise ValueError(f"Linear sizes must be positive, got ({in_features}, {out_features})")
         self.in_features, self.out_features = in_features, out_features
+        memory.require_memory(in_features * out_features * (np.dtype(dtype).itemsize + 8),
+                              f"a linear layer of {in_features} x {out_features}")
         rng = rng if rng is not None else np.random.default_rng()
         bound = 1.0 / math.sqrt(in_features)  # torch: kaiming_uniform_(a=sqrt(5)) reduces to this
         self.weight = Parameter(np.empty((out_features, in_features), dtype=dtype))
@@ -50,6 +53,9 @@ class Embedding(Module):
                 raise ValueError(f"padding_idx {padding_idx} out of range for {num_embeddings} embeddings")
             padding_idx %= num_embeddings
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
+        # + 8 bytes per entry: normal_ draws float64 before the cast
+        memory.require_memory(num_embeddings * embedding_dim * (np.dtype(dtype).itemsize + 8),
+                              f"an embedding table of {num_embeddings} x {embedding_dim}")
         self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=dtype))
         init.normal_(self.weight.data, 0.0, 1.0, rng)
         if padding_idx is not None:

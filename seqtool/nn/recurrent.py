@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from seqtool.core import functional as F
+from seqtool.core import memory
 from seqtool.core import xp
 from seqtool.device import cuda_kernels_for_host_arrays
 from seqtool.core.autograd import Function, Tensor
-from seqtool.errors import UsageError
+from seqtool.errors import SeqtoolError, UsageError
 from seqtool.nn import init as initializers
 from seqtool.nn.module import Module, Parameter
 from seqtool.core.xp import is_device_array
@@ -138,6 +139,7 @@ class RNNBase(Module):
         rng = self.dropout_rng
         G, H = _GATES[self.mode], self.hidden_size
         dirs = 2 if bidirectional else 1
+        self._check_memory(np.dtype(dtype).itemsize)
         bound = 1.0 / np.sqrt(H)
         for layer in range(self.num_layers):
             d_in = self.input_size if layer == 0 else H * dirs
@@ -165,6 +167,29 @@ class RNNBase(Module):
                 if bias:
                     setattr(self, f"bias_ih_l{layer}{sfx}", Parameter(b_ih))
                     setattr(self, f"bias_hh_l{layer}{sfx}", Parameter(b_hh))
+
+    def _check_memory(self, itemsize: int) -> None:
+        """Refuse sizes that cannot fit before NumPy tries (a MemoryError traceback, or worse)."""
+        n = memory.recurrent_param_count(self.mode, self.input_size, self.hidden_size,
+                                         self.num_layers, self.bidirectional)
+        dirs = 2 if self.bidirectional else 1
+        largest = _GATES[self.mode] * self.hidden_size * max(self.input_size, self.hidden_size * dirs)
+        layers = "layer" if self.num_layers == 1 else "layers"
+        memory.require_memory(n * itemsize + largest * 8,  # + the float64 draw of one matrix
+                              f"an {self.mode.upper()} of {self.num_layers} {layers} x "
+                              f"{self.hidden_size} hidden units")
+
+    def _check_dtype(self, dtype, hx) -> None:
+        """The kernels take one float type: say so, as torch does, instead of a Numba TypingError."""
+        want = self.weight_hh_l0.dtype
+        states = hx if isinstance(hx, (tuple, list)) else (hx,)
+        found = [np.dtype(dtype)] + [np.dtype(h.dtype) for h in states if h is not None]
+        bad = next((d for d in found if d != want), None)
+        if bad is not None:
+            what = "input" if bad == found[0] and np.dtype(dtype) != want else "initial state"
+            raise SeqtoolError(f"{type(self).__name__}: expected {what} of dtype {want} (the layer's "
+                               f"weights) but found {bad}; convert it with .astype(np.{want}) or "
+                               f"build the layer with dtype=np.{bad}")
 
     @property
     def num_directions(self):
@@ -198,6 +223,7 @@ class RNNBase(Module):
         T, N, D = x.shape
         if D != self.input_size:
             raise UsageError(f"input has {D} features, the layer expects {self.input_size}")
+        self._check_dtype(x.dtype, hx)
         lengths = self._lengths(lengths, T, N)
         H, dirs, lstm = self.hidden_size, self.num_directions, self.mode == "lstm"
         h0, c0 = (hx if lstm and hx is not None else (hx, None))

@@ -55,7 +55,10 @@ def load(path, device: str = "cpu"):
 
 def predict(path, inputs, device: str = "cpu", reporter=None, **options):
     """Records of a model file's predictions on ``inputs``."""
-    return load(path, device).predict(_paths(inputs), TaskOptions.given(**options), reporter)
+    strict = bool(options.pop("strict", False))
+    opts = TaskOptions.given(**options)
+    opts.strict = strict
+    return load(path, device).predict(_paths(inputs), opts, reporter)
 
 
 def evaluate(path, data, device: str = "cpu", reporter=None, **options) -> Report:

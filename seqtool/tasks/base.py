@@ -25,7 +25,7 @@ from seqtool.errors import SeqtoolError, UsageError
 
 __all__ = ["Record", "Report", "TrainRequest", "TrainJob", "TaskOptions", "merge_given",
            "fill_defaults", "stored_or_given", "validation_interval", "train_settings",
-           "check_given_match", "check_output", "reporter_of", "PlannedEpochs"]
+           "check_given_match", "check_output", "describe", "each_input", "reporter_of", "PlannedEpochs"]
 
 # Options that stop or checkpoint a run: never stored with the architecture, never merged.
 STOP_KEYS = ("epochs", "steps", "time_budget", "patience", "checkpoint_every")
@@ -49,7 +49,12 @@ class Report:
 
 
 class TaskOptions(dict):
-    """The predict/eval options a user gave (name -> value); a task rejects the ones it ignores."""
+    """The predict/eval options a user gave (name -> value); a task rejects the ones it ignores.
+
+    ``strict`` (predict --strict): stop at the first input that fails instead of going on.
+    """
+
+    strict = False
 
     def only(self, task: str, allowed: tuple[str, ...] = ()) -> "TaskOptions":
         extra = [k for k in self if k not in allowed]
@@ -89,16 +94,55 @@ class TrainRequest:
         return {k: self.options.get(k) for k in STOP_KEYS}
 
 
-def check_output(path: str) -> None:
-    """Fail before any training when the model could not be written at the end."""
-    directory = os.path.dirname(os.path.abspath(path))
-    shown = os.path.dirname(path) or "."
-    if not os.path.isdir(directory):
-        raise SeqtoolError(f"cannot write {path}: directory {shown} does not exist")
-    if os.path.isdir(path):
-        raise SeqtoolError(f"cannot write {path}: it is a directory")
-    if not os.access(directory, os.W_OK):
-        raise SeqtoolError(f"cannot write {path}: permission denied")
+def check_output(path: str, inputs=(), force: bool = False) -> None:
+    """Fail before any training when the model could not be written at the end, or would
+    destroy an input or a file that is not a model (unless ``force``)."""
+    from seqtool.io.fileio import check_output as check
+
+    check(path, inputs=[p for p in inputs if p != "-"], kind="model", force=bool(force))
+
+
+def describe(config: dict) -> str:
+    """A model config for a message: 'cell lstm, hidden 8, layers 1, ...' (not a Python dict)."""
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in config.items())
+
+
+def each_input(items, work, strict: bool = False):
+    """Yield from ``work(item)`` for each of ``items`` (read lazily: endless stdin streams).
+
+    A failing item (a SeqtoolError that is not a usage error) is reported on stderr and the next
+    one is tried; at the end a SeqtoolError says how many failed. With ``strict`` the first error
+    stops everything; so does the error of a lone item (one message, not two).
+    """
+    failed, first, count = [], None, 0
+    for item in items:
+        count += 1
+        if count == 2 and first is not None:
+            _print_error(first)  # there are several inputs after all
+        try:
+            yield from work(item)
+        except UsageError:
+            raise
+        except SeqtoolError as e:
+            if strict:
+                raise
+            failed.append(str(item[0] if isinstance(item, tuple) else item))
+            if count == 1:
+                first = e
+            else:
+                _print_error(e)
+    if failed and count == 1:
+        raise first
+    if failed:
+        shown = ", ".join(failed[:5]) + (", ..." if len(failed) > 5 else "")
+        raise SeqtoolError(f"{len(failed)} of {count} inputs failed ({shown}); the others were "
+                           f"predicted (--strict stops at the first)")
+
+
+def _print_error(e: Exception) -> None:
+    import sys
+
+    print(f"seqtool: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
 
 
 def reporter_of(request_or_reporter):
@@ -146,6 +190,13 @@ def train_settings(request: TrainRequest, training: dict, val_every: int, defaul
     stop = request.stopping()
     if stop["epochs"] is None and stop["steps"] is None and stop["time_budget"] is None:
         stop["epochs"] = default_epochs
+    if stop["patience"] is not None and request.options.get("val_frac") == 0:
+        raise UsageError("--patience needs validation data; it cannot be used with --val-frac 0")
+    given = [f"--{k.replace('_', '-')} {stop[k]:g}" for k in ("epochs", "steps", "time_budget")
+             if stop[k] is not None]
+    if len(given) > 1:
+        reporter_of(request).info(f"{' and '.join(given)} given: training stops at whichever "
+                                  f"is reached first")
     return TrainSettings(optimizer=training["optimizer"], lr=training["lr"],
                          clip_norm=training["clip_norm"], val_every=val_every, **stop, **extra)
 
@@ -211,13 +262,22 @@ class TrainJob:
     def run(self) -> dict:
         from seqtool.training.trainer import Trainer
 
+        import contextlib
+
+        from seqtool.io.fileio import output_lock
+        from seqtool.training.distributed import launched_by_mpi
+
         r = self.request
         reporter = reporter_of(r)
-        trainer = Trainer(self.task, r.output, self.settings, rng=self.rng, reporter=reporter,
-                          resume=r.resume, device=r.device)
-        n = sum(p.size for p in trainer.params)
-        reporter.info(f"training {self.task.name}: {n:,} parameters -> {r.output}")
-        return trainer.run()
+        # A second run writing the same model is refused. Under mpiexec every rank runs this and
+        # only rank 0 writes; a refusal on one rank would leave the others waiting, so no lock.
+        lock = contextlib.nullcontext() if launched_by_mpi() else output_lock(r.output)
+        with lock:
+            trainer = Trainer(self.task, r.output, self.settings, rng=self.rng, reporter=reporter,
+                              resume=r.resume, device=r.device)
+            n = sum(p.size for p in trainer.params)
+            reporter.info(f"training {self.task.name}: {n:,} parameters -> {r.output}")
+            return trainer.run()
 
 
 def finite_or_none(x: float):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.tasks.base import (Record, Report, TrainJob, TrainRequest, check_output, fill_defaults,
+from seqtool.tasks.base import (describe, each_input, Record, Report, TrainJob, TrainRequest, check_output, fill_defaults,
                                 merge_given, reporter_of, stored_or_given, train_settings,
                                 validation_interval)
 from seqtool.tasks.charlm.model import CharLM, build_charlm, config_of, defaults_for
@@ -57,7 +57,7 @@ def from_options(request: TrainRequest) -> TrainJob:
     out = reporter_of(request)
     if request.options.get("bidirectional"):
         raise UsageError("a language model cannot be bidirectional (it would see the future)")
-    check_output(request.output)
+    check_output(request.output, request.data, request.options.get("force"))
     cfg, training, data_opts, tokens = _merged_options(request)
     corpus = load_corpus(request.data, cfg["unit"], data_opts["val_frac"], tokens=tokens)
     rng = np.random.default_rng(request.seed)
@@ -72,7 +72,7 @@ def from_options(request: TrainRequest) -> TrainJob:
     settings = train_settings(request, training, validation_interval(task.chunks, 3, 25),
                               DEFAULT_EPOCHS)
     out.info(f"{len(corpus.train):,} training and {len(corpus.val):,} validation tokens, "
-             f"vocabulary {len(corpus.tokens)}; {config_of(model, cfg['unit'])}")
+             f"vocabulary {len(corpus.tokens)}; {describe(config_of(model, cfg['unit']))}")
     return TrainJob(task, settings, rng, request)
 
 
@@ -116,11 +116,14 @@ class Predictor:
         from seqtool.io.fileio import display_name, numbered_lines, open_input
 
         options.only(NAME)
-        for path in inputs or ("-",):
+
+        def lines(path):
             name = display_name(path)
             with open_input(path) as f:
                 for lineno, line in numbered_lines(f, name):
                     yield self._line_record(name, lineno, line)
+
+        yield from each_input(inputs or ("-",), lines, options.strict)
 
     def _line_record(self, name: str, lineno: int, line: str) -> Record:
         from seqtool.tasks.charlm.sampler import text_loss

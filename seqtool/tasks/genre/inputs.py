@@ -23,7 +23,7 @@ from seqtool.data.dataset_folders import AUDIO_EXTS, MIDI_EXTS
 from seqtool.errors import SeqtoolError, UsageError
 
 __all__ = ["Piece", "InputSpec", "KINDS", "piece_features", "read_list", "read_data",
-           "prediction_inputs"]
+           "prediction_records"]
 
 KINDS = ("score", "audio")
 
@@ -155,7 +155,7 @@ def read_data(data: str, spec: InputSpec | None, voices: str = "melody", strict:
     if data != "-" and not is_dir and not os.path.isfile(data):
         raise SeqtoolError(f"{data}: no such file or folder")
     if not is_dir and data.lower().endswith(".jsonl"):
-        return _read_jsonl(data, spec, voices, exclude, label_regex)
+        return _read_jsonl(data, spec, voices, exclude, label_regex, strict, reporter)
     entries = _entries(data, is_dir, label_regex, exclude)
     spec = _spec_of_files(data, entries, spec, voices, label_regex, features)
     return _load_pieces(data, entries, spec, strict, reporter), spec
@@ -170,14 +170,15 @@ def _check_regex(label_regex: str | None) -> None:
 
 
 def _read_jsonl(data: str, spec: InputSpec | None, voices: str, exclude: tuple,
-                label_regex: str | None):
-    """(pieces, spec) of a JSONL of scores (one piece per line, named by its id)."""
+                label_regex: str | None, strict: bool = False, reporter=None):
+    """(pieces, spec) of a JSONL of scores (one piece per line, named by its id); a malformed
+    record is skipped with a warning, or with ``strict`` an error."""
     if spec is not None and spec.kind != "score":
         raise SeqtoolError(f"{data}: a JSONL of scores, but the model reads audio")
     from seqtool.data.scores import read_scores_jsonl, score_features
 
     v = spec.voices if spec is not None else voices
-    rows = read_scores_jsonl(data, v)
+    rows = read_scores_jsonl(data, v, strict=strict, warn=getattr(reporter, "warn", None))
     pieces = [Piece(f"{sid}", label, score_features(notes)) for sid, label, notes in rows
               if not _excluded(sid, exclude)]
     return pieces, spec or InputSpec("score", v, None, label_regex)
@@ -270,19 +271,30 @@ def _expand_inputs(inputs, kind: str):
             yield item, item
 
 
-def prediction_inputs(inputs, spec: InputSpec):
-    """(name, raw feature rows) of each piece to predict, one at a time as the inputs are read:
-    a file's name is its path, a JSONL score's its id."""
+def prediction_records(inputs, spec: InputSpec, record, strict: bool = False):
+    """record(name, raw feature rows) of each piece to predict, one at a time as the inputs are
+    read: a file's name is its path, a JSONL score's its id. A bad input is reported and the
+    next one read (base.each_input), unless strict."""
+    from seqtool.tasks.base import each_input
+
+    def one(item):
+        path, where = item
+        for name, feats in _pieces_of(path, where, spec):
+            yield record(name, feats)
+
+    return each_input(_expand_inputs(inputs, spec.kind), one, strict)
+
+
+def _pieces_of(path: str, where: str, spec: InputSpec):
     from seqtool.data.scores import read_scores_jsonl, score_features
 
-    for path, where in _expand_inputs(inputs, spec.kind):
-        if path.lower().endswith(".jsonl"):
-            if spec.kind != "score":
-                raise SeqtoolError(f"{where}: a JSONL of scores, but the model reads audio")
-            for sid, _, notes in read_scores_jsonl(path, spec.voices, require_label=False):
-                yield sid, score_features(notes)
-        else:
-            yield path, _file_features(path, where, spec)
+    if path.lower().endswith(".jsonl"):
+        if spec.kind != "score":
+            raise SeqtoolError(f"{where}: a JSONL of scores, but the model reads audio")
+        for sid, _, notes in read_scores_jsonl(path, spec.voices, require_label=False):
+            yield sid, score_features(notes)
+    else:
+        yield path, _file_features(path, where, spec)
 
 
 def _file_features(path: str, where: str, spec: InputSpec) -> np.ndarray:

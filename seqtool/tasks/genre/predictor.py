@@ -10,7 +10,7 @@ import numpy as np
 from seqtool.io import modelfile
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.tasks.base import Record, Report, TaskOptions
-from seqtool.tasks.genre.inputs import InputSpec, Piece, prediction_inputs, read_data
+from seqtool.tasks.genre.inputs import InputSpec, Piece, prediction_records, read_data
 from seqtool.tasks.genre.metrics import format_report, metrics
 from seqtool.tasks.genre.model import GenreNet, build_genre, chunk_probabilities
 from seqtool.tasks.genre.task import NAME
@@ -47,7 +47,7 @@ class Predictor:
         if not reporter.json_output:  # JSON names its fields
             columns = ", ".join(f"P({lab})" for lab in self.labels)
             reporter.info(f"# columns: path, predicted label, {columns}")
-        return (self._record(name, feats) for name, feats in prediction_inputs(inputs, self.spec))
+        return prediction_records(inputs, self.spec, self._record, options.strict)
 
     def _record(self, name: str, features: np.ndarray) -> Record:
         p = self.probabilities([features])[0]

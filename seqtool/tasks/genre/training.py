@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seqtool.errors import SeqtoolError, UsageError
-from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_given_match, check_output,
+from seqtool.tasks.base import (describe, TRAINING_KEYS, TrainJob, TrainRequest, check_given_match, check_output,
                                 fill_defaults, merge_given, stored_or_given, train_settings,
                                 validation_interval)
 from seqtool.tasks.genre.inputs import InputSpec, Piece, read_data
@@ -69,7 +69,7 @@ def from_options(request: TrainRequest) -> TrainJob:
     from seqtool.training.trainer import NullReporter
 
     reporter = request.reporter or NullReporter()
-    check_output(request.output)
+    check_output(request.output, request.data, request.options.get("force"))
     data = _one_data(request)
     choices = _Choices(request.given(ARCHITECTURE_KEYS), request.given(TRAINING_KEYS),
                        request.given(DATA_KEYS))
@@ -185,4 +185,4 @@ def _describe(task: GenreTask, reporter) -> None:
     reporter.info(f"{len(task.train)} training pieces ({steps_total:,} {unit}, {task.n_batches} batches "
                   f"per epoch), {len(task.val)} validation; {len(task.labels)} classes: "
                   + ", ".join(f"{lab} ({n})" for lab, n in counts.items()))
-    reporter.info(f"{config_of(task.model, task.seq_len)}")
+    reporter.info(f"model: {describe(config_of(task.model, task.seq_len))}")

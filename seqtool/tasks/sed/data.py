@@ -109,6 +109,8 @@ def audio_inputs(inputs) -> list[str]:
     for p in map(os.fspath, inputs or ("-",)):
         if p != "-" and os.path.isdir(p):
             files = sorted(f for f in os.listdir(p) if f.lower().endswith(AUDIO_EXTS))
+            if not files:
+                raise SeqtoolError(f"{p}: no {' '.join(AUDIO_EXTS)} files in this folder")
             out.extend(os.path.join(p, f) for f in files)
         else:
             out.append(p)
@@ -128,6 +130,11 @@ def match_recordings(audio: list, numbered, source: str) -> tuple[list, list]:
         return sorted(find_audio(numbered, audio[0], source).items()), ref
     names = {os.path.basename(e.filename): e.filename for e in ref}
     jobs = [(names.get(os.path.basename(p), os.path.basename(p)), p) for p in audio]
+    if not any(os.path.basename(p) in names for p in audio):
+        # scoring would count 0 reference events and report a perfect-looking ER of 0
+        shown = ", ".join(os.path.basename(p) for p in audio[:3]) + (", ..." if len(audio) > 3 else "")
+        raise SeqtoolError(f"{source} names none of the inputs ({shown}): no reference to score "
+                           f"them against")
     keep = {f for f, _ in jobs}
     return sorted(jobs), [e for e in ref if e.filename in keep]
 

@@ -10,7 +10,7 @@ import numpy as np
 from seqtool.io import modelfile
 from seqtool.data.audio import FeatureConfig, Normalizer
 from seqtool.errors import UsageError
-from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_output, fill_defaults,
+from seqtool.tasks.base import (describe, TRAINING_KEYS, TrainJob, TrainRequest, check_output, fill_defaults,
                                 merge_given, reporter_of,
                                 stored_or_given, train_settings, validation_interval)
 from seqtool.tasks.sed.data import load_recordings, split_recordings
@@ -72,7 +72,7 @@ def _summary(task: SEDTask) -> str:
     secs = sum(r.duration for r in task.train)
     return (f"{len(task.train)} training recordings ({secs:,.0f} s, {task.n_batches} batches per epoch), "
             f"{len(task.val)} validation; {len(task.labels)} classes: {', '.join(task.labels)}; "
-            f"{config_of(task.model, task.seq_len)}")
+            f"{describe(config_of(task.model, task.seq_len))}")
 
 
 def _task(request: TrainRequest, s: _Settled, rng: np.random.Generator, reporter) -> SEDTask:
@@ -97,7 +97,7 @@ def from_options(request: TrainRequest) -> TrainJob:
     if len(request.data) != 2:
         raise UsageError("train sed takes AUDIO_DIR ANNOTATIONS")
     reporter = reporter_of(request)
-    check_output(request.output)
+    check_output(request.output, request.data, request.options.get("force"))
     settled = _settle(request)
     rng = np.random.default_rng(request.seed)
     task = _task(request, settled, rng, reporter)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from seqtool.data.events import Event, check_labels, read_events
 from seqtool.errors import UsageError
-from seqtool.tasks.base import Record, Report, TaskOptions, reporter_of
+from seqtool.tasks.base import Record, Report, TaskOptions, each_input, reporter_of
 from seqtool.tasks.sed.data import audio_inputs, match_recordings, source_name
 from seqtool.tasks.sed.decoding import Detector, load_sed
 from seqtool.tasks.sed.evaluation import score_report
@@ -17,7 +17,7 @@ from seqtool.tasks.sed.roll import draw_roll, roll_image
 
 __all__ = ["Predictor", "load", "event_record"]
 
-PREDICT_OPTIONS = ("threshold", "median_ms", "roll", "png")
+PREDICT_OPTIONS = ("threshold", "median_ms", "roll", "png", "force")
 EVAL_OPTIONS = ("threshold", "median_ms")
 
 
@@ -43,9 +43,15 @@ class Predictor:
         --roll draws each input's activity on stderr after its events; --png writes all of them
         to one image at the end. Options are checked before any input is read.
         """
+        strict = getattr(options, "strict", False)
         options = TaskOptions(options).only(NAME, PREDICT_OPTIONS)
+        options.strict = strict
         if options.get("png") == "-":
             raise UsageError("--png needs a file name: stdout carries the events")
+        if options.get("png"):
+            from seqtool.io.fileio import check_output
+
+            check_output(options["png"], inputs, kind="png", force=options.get("force"), option="--png")
         decoding = self.detector.decoding(options)
         return self._records(audio_inputs(inputs), decoding, options, reporter_of(reporter))
 
@@ -53,7 +59,8 @@ class Predictor:
         from seqtool.io.fileio import display_name
 
         det, rolls = self.detector, []
-        for path in paths:
+
+        def one(path):
             probs, duration = det.analyse(path)
             yield from map(event_record, det.events(probs, duration, decoding, path))
             if options.get("roll"):
@@ -62,6 +69,8 @@ class Predictor:
                       file=sys.stderr, flush=True)
             if options.get("png"):
                 rolls.append(probs)
+
+        yield from each_input(paths, one, options.strict)
         if options.get("png") and rolls:
             from seqtool.io.png import write_png
 

@@ -59,14 +59,19 @@ def _prepare_png_dir(directory: str | None) -> None:
         raise SeqtoolError(f"cannot create {directory}: {e.strerror or e}") from None
 
 
-def _numbered_lines(inputs):
+def _numbered_lines(inputs, strict: bool = False):
     """(input name, line number, line without its newline) of every input ('-': stdin), read
-    one line at a time so each answer can be printed before the next line arrives."""
-    for path in inputs or ("-",):
+    one line at a time so each answer can be printed before the next line arrives; an input
+    that cannot be read is reported and the next one read (unless strict)."""
+    from seqtool.tasks.base import each_input
+
+    def lines(path):
         name = display_name(path)
         with open_input(path) as f:
             for lineno, line in numbered_lines(f, name):
                 yield name, lineno, line.rstrip("\r\n")
+
+    return each_input(inputs or ("-",), lines, strict)
 
 
 def _decoding(options: TaskOptions) -> tuple[int, float, int | None]:
@@ -112,7 +117,7 @@ class Predictor:
         decoding = _decoding(options)
         png_dir = options.get("attention_png")
         want_attention = bool(options.get("show_attention") or png_dir)
-        for number, (name, lineno, text) in enumerate(_numbered_lines(inputs), start=1):
+        for number, (name, lineno, text) in enumerate(_numbered_lines(inputs, options.strict), start=1):
             src_toks, src_ids = tr.source_ids(text)
             hyp = self._translate(src_ids, *decoding)
             translation = "" if hyp is None else tr.text(hyp.ids)

@@ -13,7 +13,7 @@ from seqtool.core.autograd import no_grad
 from seqtool.data.pairs import read_pairs
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.core.losses import cross_entropy
-from seqtool.tasks.base import (TRAINING_KEYS, TrainJob, TrainRequest, check_output, fill_defaults,
+from seqtool.tasks.base import (describe, TRAINING_KEYS, TrainJob, TrainRequest, check_output, fill_defaults,
                                 merge_given, reporter_of,
                                 stored_or_given, train_settings, validation_interval)
 from seqtool.tasks.seq2seq.decode import EVAL_BATCH, Translator
@@ -283,7 +283,7 @@ def from_options(request: TrainRequest) -> TrainJob:
         raise UsageError("--seq-len does not apply to seq2seq (each pair is one sequence)")
     if len(request.data) != 1:
         raise UsageError("seq2seq trains on one PAIRS.tsv file (or '-')")
-    check_output(request.output)
+    check_output(request.output, request.data, request.options.get("force"))
     config, training, data_options, vocab = merged_options(request)
     pairs = read_pairs(request.data[0], reverse=bool(data_options["reverse"]),
                        strict=bool(request.get("strict")))
@@ -296,5 +296,5 @@ def from_options(request: TrainRequest) -> TrainJob:
     settings = train_settings(request, training, val_every, DEFAULT_EPOCHS)
     reporter.info(f"{len(task.train_idx):,} training and {len(task.val_idx):,} validation pairs "
                   f"from {pairs.name}; vocabulary {len(task.src_vocab):,} source / "
-                  f"{len(task.tgt_vocab):,} target {task.unit}s; {config_of(task.model, task.unit)}")
+                  f"{len(task.tgt_vocab):,} target {task.unit}s; {describe(config_of(task.model, task.unit))}")
     return TrainJob(task, settings, rng, request)
