@@ -29,7 +29,9 @@ def evaluate(model, data, json_output, quiet, device, seed, **options):
     """
     from seqtool import tasks
     from seqtool.device import use
+    from seqtool.training.interrupt import exit_on_interrupt
 
     out = Reporter(quiet=quiet, json_output=json_output)
     use(device)  # one-line error without a GPU
-    print_report(tasks.evaluate(model, data, device, out, **options), out)
+    with exit_on_interrupt():
+        print_report(tasks.evaluate(model, data, device, out, **options), out)

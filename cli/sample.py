@@ -29,6 +29,17 @@ def _write_text(pieces, flush_each: bool) -> None:
     stdout.flush()
 
 
+def _print_sample(pieces, unit: str, json_output: bool, stream: bool) -> float:
+    """The text (or one JSON object with it) on stdout; returns the seconds generation took."""
+    t0 = time.perf_counter()
+    if json_output:
+        text = "".join(pieces)
+        emit_json({"text": text, "unit": unit, "seconds": round(time.perf_counter() - t0, 6)})
+    else:
+        _write_text(pieces, flush_each=stream)
+    return time.perf_counter() - t0
+
+
 @click.command("sample")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--length", "-n", type=click.IntRange(min=0), default=1000, show_default=True,
@@ -56,6 +67,7 @@ def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_a
     from seqtool.device import use
     from seqtool.tasks.charlm import load
     from seqtool.tasks.charlm.sampler import iter_generate
+    from seqtool.training.interrupt import exit_on_interrupt
 
     out = Reporter(quiet=quiet, json_output=json_output)
     use(device)  # one-line error without a GPU
@@ -65,13 +77,8 @@ def sample(model, length, temperature, prime_text, top_k, argmax, stream, stop_a
     chunk = STREAM_CHUNK if (stream or stop_at) else BATCH_CHUNK
     pieces = iter_generate(lm, length, temperature, prime_text, top_k, argmax, seed,
                            stop_at or None, chunk=chunk)
-    t0 = time.perf_counter()
-    if json_output:
-        text = "".join(pieces)
-        seconds = time.perf_counter() - t0
-        emit_json({"text": text, "unit": lm.unit, "seconds": round(seconds, 6)})
-        return
-    _write_text(pieces, flush_each=stream)
-    seconds = time.perf_counter() - t0
-    out.info(f"generated {length if not stop_at else 'up to ' + str(length)} {lm.unit} tokens "
-             f"in {seconds:.2f} s")
+    with exit_on_interrupt():
+        seconds = _print_sample(pieces, lm.unit, json_output, stream)
+    if not json_output:
+        out.info(f"generated {length if not stop_at else 'up to ' + str(length)} {lm.unit} tokens "
+                 f"in {seconds:.2f} s")

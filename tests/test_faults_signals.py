@@ -114,3 +114,64 @@ def test_a_second_writer_of_the_same_model_is_refused(kit, tmp_path):
     assert second.err_lines == [second.err_lines[-1]] and "another" in second.stderr
     after = {p: h for p, h in snapshot(tmp_path).items() if not p.endswith("m.model") and ".tmp" not in p}
     assert after == {p: h for p, h in before.items() if not p.endswith("m.model") and ".tmp" not in p}
+
+
+# ---------------------------------------------------------------- Ctrl-C in commands with nothing to save
+
+
+def _interrupted(args, cwd, stdin=subprocess.DEVNULL, before_signal=None):
+    """Start seqtool ARGS, let `before_signal(proc)` run, send one Ctrl-C: (exit code, stdout, stderr)."""
+    from signals import default_sigint
+
+    proc = subprocess.Popen(SEQTOOL + [str(a) for a in args], cwd=cwd, env=ENV, stdin=stdin,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=default_sigint)
+    try:
+        first = before_signal(proc) if before_signal else ""
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, first + out, err
+
+
+def _assert_interrupted(code, err):
+    assert code == 130, err
+    assert err.strip() == "seqtool: interrupted", err  # one line, no traceback
+
+
+def test_ctrl_c_while_predict_waits_for_input(kit, tmp_path):
+    def one_line_then_wait(proc):
+        proc.stdin.write("To be, or not to be\n")
+        proc.stdin.flush()
+        return proc.stdout.readline()  # the first answer is out; now it waits on stdin
+
+    code, out, err = _interrupted(["predict", kit.charlm, "-"], tmp_path, subprocess.PIPE,
+                                  one_line_then_wait)
+    _assert_interrupted(code, err)
+    assert float(out.splitlines()[0]) > 0  # what was printed before the Ctrl-C stays
+
+
+def test_ctrl_c_while_predict_scores_a_long_line(kit, tmp_path):
+    text = kit.text.read_text(encoding="utf-8").replace("\n", " ")
+    # ~20 M characters: far longer than the 2 s before the Ctrl-C, even on a fast machine
+    (tmp_path / "long.txt").write_text(text * (20_000_000 // len(text)) + "\n", encoding="utf-8")
+    code, _, err = _interrupted(["predict", kit.charlm, "long.txt"], tmp_path,
+                                before_signal=lambda proc: time.sleep(2) or "")
+    _assert_interrupted(code, err)
+
+
+def test_ctrl_c_while_sampling(kit, tmp_path):
+    code, out, err = _interrupted(["sample", kit.charlm, "--length", 10 ** 9, "--stream"], tmp_path,
+                                  before_signal=lambda proc: proc.stdout.read(200))
+    _assert_interrupted(code, err)
+    assert len(out) >= 200
+
+
+def test_ctrl_c_while_evaluating(kit, tmp_path):
+    text = kit.text.read_text(encoding="utf-8")
+    (tmp_path / "big.txt").write_text(text * (20_000_000 // len(text)), encoding="utf-8")
+    code, _, err = _interrupted(["eval", kit.charlm, "big.txt"], tmp_path,
+                                before_signal=lambda proc: time.sleep(2) or "")
+    _assert_interrupted(code, err)

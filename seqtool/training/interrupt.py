@@ -21,7 +21,7 @@ import signal
 import threading
 from typing import Iterator
 
-__all__ = ["Interrupts", "deferred_interrupts", "EXIT_INTERRUPTED"]
+__all__ = ["Interrupts", "deferred_interrupts", "exit_on_interrupt", "EXIT_INTERRUPTED"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a Ctrl-C
 
@@ -82,4 +82,30 @@ def deferred_interrupts(first_notice: str | None = "finishing the current step; 
         yield flag
     finally:
         _active = None
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(message: str = "interrupted") -> Iterator[None]:
+    """Ctrl-C ends the process at once: what was printed is flushed, one line on stderr, exit
+    130. For commands with nothing to save (predict, eval, sample): it works wherever the signal
+    lands, inside a compiled kernel (whose KeyboardInterrupt would come out as a SystemError) or
+    a read blocked on stdin, because nothing is raised."""
+    import sys
+
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        with contextlib.suppress(Exception):  # a closed pipe, or a write the signal interrupted
+            sys.stdout.flush()
+        _say(f"\nseqtool: {message}\n")
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
         signal.signal(signal.SIGINT, previous)
