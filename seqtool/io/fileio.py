@@ -136,23 +136,7 @@ def atomic_open(path, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
     path = os.fspath(path)
     directory = _check_writable_target(path)
     remove_stale_temps(path)
-    try:
-        fd, tmp = _open_temp(directory, os.path.basename(path))
-    except PermissionError:
-        raise SeqtoolError(f"cannot write {path}: permission denied") from None
-    except OSError as e:
-        raise SeqtoolError(f"cannot write {path}: {e.strerror}") from None
-
-    try:
-        if mode == "wb":
-            f = os.fdopen(fd, "wb")
-        else:
-            f = os.fdopen(fd, "w", encoding=encoding, newline="")
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-
+    f, tmp = _open_temp_file(path, directory, mode, encoding)
     try:
         with f:
             try:
@@ -162,25 +146,52 @@ def atomic_open(path, mode: str = "w", encoding: str = "utf-8") -> Iterator[IO]:
                 if exc.errno in _DISK_ERRNOS:
                     raise SeqtoolError(f"cannot write {path}: {exc.strerror}") from exc
                 raise
-            try:
-                f.flush()
-                os.fsync(f.fileno())
-            except OSError as exc:
-                raise SeqtoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        try:
-            # Keep the permissions of a file we replace (e.g. a model made group-readable).
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise SeqtoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            _flush_to_disk(f, path)
+        _replace_keeping_mode(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def _open_temp_file(path: str, directory: str, mode: str, encoding: str) -> tuple[IO, str]:
+    """(open file, its name): a new temporary file beside ``path``."""
+    try:
+        fd, tmp = _open_temp(directory, os.path.basename(path))
+    except PermissionError:
+        raise SeqtoolError(f"cannot write {path}: permission denied") from None
+    except OSError as e:
+        raise SeqtoolError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        if mode == "wb":
+            return os.fdopen(fd, "wb"), tmp
+        return os.fdopen(fd, "w", encoding=encoding, newline=""), tmp
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+
+
+def _flush_to_disk(f, path: str) -> None:
+    try:
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as exc:
+        raise SeqtoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _replace_keeping_mode(tmp: str, path: str) -> None:
+    """Rename the finished temporary file over ``path``, with the permissions of the file it
+    replaces (e.g. a model made group-readable)."""
+    try:
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    except FileNotFoundError:
+        pass
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SeqtoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
