@@ -116,3 +116,41 @@ def store_block_gates(pre, valid, gates, t, lo):
         g_out, row = gates[k, t, lo:lo + M], pre[k]  # row views: measured faster than 3-d indexing
         for m in range(M):
             g_out[m] = valid[m] * row[m]
+
+
+@njit(cache=True)
+def add_transposed(dhT, dy, t, lo, valid):
+    """dhT[:, m] += valid[m] * dy[t, lo + m]: the output gradient of step t joins the carried
+    one. Reads dy along its rows (reading a column of dy per hidden unit was a gather)."""
+    for m in range(valid.shape[0]):
+        row, v = dy[t, lo + m], valid[m]
+        for j in range(dhT.shape[0]):
+            dhT[j, m] += v * row[j]
+
+
+@njit(cache=True)
+def load_transposed(dst, h, slot, lo, M):
+    """dst[:, m] = h[slot, lo + m] for m < M: one step's states of the block, transposed."""
+    for m in range(M):
+        row = h[slot, lo + m]
+        for j in range(dst.shape[0]):
+            dst[j, m] = row[j]
+
+
+@njit(cache=True)
+def blend_rows(state, new, valid):
+    """state[j, m] = new[j, m] where valid[m], else unchanged (padding keeps the carried value)."""
+    one = valid[0] * 0 + 1
+    for j in range(state.shape[0]):
+        s_j, n_j = state[j], new[j]
+        for m in range(valid.shape[0]):
+            s_j[m] = valid[m] * n_j[m] + (one - valid[m]) * s_j[m]
+
+
+@njit(cache=True)
+def store_rows(src, dst, t, lo, M):
+    """dst[k, t, lo:lo+M] = src[k, :M] for every row k (a step's buffer into a gate-major store)."""
+    for k in range(src.shape[0]):
+        s_row, d_row = src[k], dst[k, t]
+        for m in range(M):
+            d_row[lo + m] = s_row[m]
