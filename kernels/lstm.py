@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
 from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_valid, gemm_rows, gemm_tn_partial,
-                                  rowsum_block, store_block_state, store_rows)
+                                  rowsum_block, store_block_state)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul, panel_tile, unit_order
 
 UNITS = PANEL // 4  # hidden units per panel of the packed W_hh (their 4 gate rows each)
@@ -108,21 +108,24 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _unit_grad(j, t, lo, gates, c_cur, c_prev, dh_j, dc_j, dg, valid):
+def _unit_grad(j, t, lo, gates, c_cur, c_prev, dh_j, dc_j, dg, dgates, valid):
     """Gate pre-activation gradients of hidden unit j at step t (rows j, H+j, 2H+j, 3H+j of
-    dg); dc_j becomes the cell gradient passed to step t-1."""
+    dg, and of dgates at step t); dc_j becomes the cell gradient passed to step t-1."""
     H, M = dg.shape[0] // 4, valid.shape[0]
     one = unit(dg)
     i_, f_, g_, o_ = gates[j, t, lo:lo + M], gates[H + j, t, lo:lo + M], gates[2 * H + j, t, lo:lo + M], gates[3 * H + j, t, lo:lo + M]
     di, df, dgg, do = dg[j], dg[H + j], dg[2 * H + j], dg[3 * H + j]
+    si, sf, sg, so = dgates[j, t, lo:lo + M], dgates[H + j, t, lo:lo + M], dgates[2 * H + j, t, lo:lo + M], dgates[3 * H + j, t, lo:lo + M]
     for m in range(M):
         tc = tanh_(c_cur[m])
         dh_t = dh_j[m]
         dc_t = dc_j[m] + dh_t * o_[m] * (one - tc * tc)
-        do[m] = dh_t * tc * o_[m] * (one - o_[m])  # gates are zero on padding
-        di[m] = dc_t * g_[m] * i_[m] * (one - i_[m])
-        dgg[m] = dc_t * i_[m] * (one - g_[m] * g_[m])
-        df[m] = dc_t * c_prev[m] * f_[m] * (one - f_[m])
+        d_o = dh_t * tc * o_[m] * (one - o_[m])  # gates are zero on padding
+        d_i = dc_t * g_[m] * i_[m] * (one - i_[m])
+        d_g = dc_t * i_[m] * (one - g_[m] * g_[m])
+        d_f = dc_t * c_prev[m] * f_[m] * (one - f_[m])
+        di[m], df[m], dgg[m], do[m] = d_i, d_f, d_g, d_o
+        si[m], sf[m], sg[m], so[m] = d_i, d_f, d_g, d_o
         dc_j[m] = valid[m] * dc_t * f_[m] + (one - valid[m]) * dc_j[m]
 
 
@@ -142,10 +145,9 @@ def _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo,
         fill_valid(valid, lengths, t, lo, one)
         add_transposed(dhT, dy, t, lo, valid)
         for j in range(H):
-            _unit_grad(j, t, lo, gates, c[cur, j, lo:hi], c[prev, j, lo:hi], dhT[j], dcT[j], dg, valid)
+            _unit_grad(j, t, lo, gates, c[cur, j, lo:hi], c[prev, j, lo:hi], dhT[j], dcT[j], dg, dgates, valid)
         panel_matmul(panels_t, dg, d_prev)
         blend_rows(dhT, d_prev, valid)
-        store_rows(dg, dgates, t, lo, M)
     dh[lo:hi] = dhT.T
     dc[lo:hi] = dcT.T
 
