@@ -11,6 +11,8 @@ matmuls outside the kernels go through `matmul`/`matmul_tn` below.
 import numpy as np
 from numba import njit, prange
 
+from seqtool.kernels.activations import unit
+
 _pinned = False
 
 
@@ -140,17 +142,8 @@ def load_transposed(dst, h, slot, lo, M):
 @njit(cache=True)
 def blend_rows(state, new, valid):
     """state[j, m] = new[j, m] where valid[m], else unchanged (padding keeps the carried value)."""
-    one = valid[0] * 0 + 1
+    one = unit(state)
     for j in range(state.shape[0]):
         s_j, n_j = state[j], new[j]
         for m in range(valid.shape[0]):
             s_j[m] = valid[m] * n_j[m] + (one - valid[m]) * s_j[m]
-
-
-@njit(cache=True)
-def store_rows(src, dst, t, lo, M):
-    """dst[k, t, lo:lo+M] = src[k, :M] for every row k (a step's buffer into a gate-major store)."""
-    for k in range(src.shape[0]):
-        s_row, d_row = src[k], dst[k, t]
-        for m in range(M):
-            d_row[lo + m] = s_row[m]

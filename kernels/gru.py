@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
 from seqtool.kernels.blas import (add_transposed, block, fill_valid, gemm_rows, gemm_tn_partial, load_transposed,
-                                  rowsum_block, store_block_gates, store_block_state, store_rows)
+                                  rowsum_block, store_block_gates, store_block_state)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
 
 
@@ -117,12 +117,17 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
             r_, z_, n_ = gates[j, t, lo:hi], gates[H + j, t, lo:hi], gates[2 * H + j, t, lo:hi]
             hn_j, dh_j, dir_j, hp_j = hn[j, t, lo:hi], dhT[j], direct[j], h_prev[j]
             gx_r, gx_z, gx_n, gh_r, gh_z, gh_n = gx[j], gx[H + j], gx[2 * H + j], gh[j], gh[H + j], gh[2 * H + j]
+            # the step's gradients also go straight to the gate-major stores (no second pass)
+            sx_r, sx_z, sx_n = dgx[j, t, lo:hi], dgx[H + j, t, lo:hi], dgx[2 * H + j, t, lo:hi]
+            sh_n = dgh[j, t, lo:hi] if reset_after else sx_n
             for m in range(M):
                 dh_t = dh_j[m]
                 dn_pre = valid[m] * dh_t * (one - z_[m]) * (one - n_[m] * n_[m])
                 dz = dh_t * (hp_j[m] - n_[m]) * z_[m] * (one - z_[m])
                 gx_z[m] = dz
                 gx_n[m] = dn_pre
+                sx_z[m] = dz
+                sx_n[m] = dn_pre
                 dir_j[m] = dh_t * z_[m]
                 if reset_after:  # the hidden side shares r, z; its n row carries the reset
                     dr = dn_pre * hn_j[m] * r_[m] * (one - r_[m])
@@ -130,23 +135,24 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
                     gh_r[m] = dr
                     gh_z[m] = dz
                     gh_n[m] = dn_pre * r_[m]
+                    sx_r[m] = dr
+                    sh_n[m] = dn_pre * r_[m]
         if reset_after:
             panel_matmul(panels_t, gh, d_prev)
         else:
             panel_matmul(panels_n_t, gx[2 * H:], d_rh)
             for j in range(H):
-                r_, d_j, dir_j, hp_j = gates[j, t, lo:hi], d_rh[j], direct[j], h_prev[j]
+                r_, d_j, dir_j, hp_j, gx_r, sx_r = gates[j, t, lo:hi], d_rh[j], direct[j], h_prev[j], gx[j], dgx[j, t, lo:hi]
                 for m in range(M):
-                    gx[j, m] = d_j[m] * hp_j[m] * r_[m] * (one - r_[m])
+                    dr = d_j[m] * hp_j[m] * r_[m] * (one - r_[m])
+                    gx_r[m] = dr
+                    sx_r[m] = dr
                     dir_j[m] += d_j[m] * r_[m]
             panel_matmul(panels_rz_t, gx[:2 * H], d_prev)
         for j in range(H):
             dh_j, dir_j, dp = dhT[j], direct[j], d_prev[j]
             for m in range(M):
                 dh_j[m] = valid[m] * (dir_j[m] + dp[m]) + (one - valid[m]) * dh_j[m]
-        store_rows(gx, dgx, t, lo, M)
-        if reset_after:
-            store_rows(gh[2 * H:], dgh, t, lo, M)
     dh[lo:hi] = dhT[:, :M].T
 
 
