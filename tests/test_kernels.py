@@ -51,3 +51,60 @@ def test_gradient_of_unused_outputs_is_fine():
     h_n.sum().backward()
     assert all(t.grad is not None and np.isfinite(t.grad).all() for t in ts)
     assert np.abs(ts[0].grad).sum() > 0
+
+
+def _pair_problem(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    T, N, D, H = 7, 5, 3, 6
+    arrays = {"x": rng.standard_normal((T, N, D)), "h0": rng.standard_normal((2, N, H)),
+              "c0": rng.standard_normal((2, N, H)), "w_ih": rng.standard_normal((2, 4 * H, D)) * 0.5,
+              "w_hh": rng.standard_normal((2, 4 * H, H)) * 0.5, "b": rng.standard_normal((2, 4 * H)),
+              "dy": rng.standard_normal((T, N, 2 * H)), "dh_n": rng.standard_normal((2, N, H)),
+              "dc_n": rng.standard_normal((2, N, H))}
+    return {k: v.astype(dtype) for k, v in arrays.items()}, np.array([7, 3, 1, 5, 0], np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lstm_pair_kernel_equals_the_two_directions_one_after_the_other(dtype):
+    from seqtool.kernels import lstm, lstm_pair
+
+    a, lengths = _pair_problem(dtype)
+    H = a["h0"].shape[2]
+    y, h, c, gates = lstm_pair.lstm_forward_pair(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"], lengths, 2)
+    grads = lstm_pair.lstm_backward_pair(a["x"], a["w_ih"], a["w_hh"], h, c, gates, lengths, a["dy"], a["dh_n"],
+                                         a["dc_n"], True, 2)
+    dx_sum = 0
+    for d in range(2):
+        y1, h1, c1, g1 = lstm.lstm_forward(a["x"], a["h0"][d], a["c0"][d], a["w_ih"][d], a["w_hh"][d], a["b"][d],
+                                           lengths, d == 1, 1)
+        np.testing.assert_array_equal(y[:, :, d * H:(d + 1) * H], y1)
+        np.testing.assert_array_equal(c[d], c1)
+        single = lstm.lstm_backward(a["x"], a["w_ih"][d], a["w_hh"][d], h1, c1, g1, lengths, d == 1,
+                                    np.ascontiguousarray(a["dy"][:, :, d * H:(d + 1) * H]), a["dh_n"][d],
+                                    a["dc_n"][d], True, 1)
+        dx_sum = dx_sum + single[0]
+        for mine, theirs in zip(grads[1:], single[1:]):
+            np.testing.assert_array_equal(mine[d], theirs)
+    np.testing.assert_allclose(grads[0], dx_sum, rtol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_bidirectional_lstm_same_through_the_pair_kernel(monkeypatch):
+    # The layer must give the same outputs and gradients whichever path the rule picks.
+    from seqtool import nn
+    from seqtool.kernels import lstm_pair
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 4, 3))
+    hx = (rng.standard_normal((4, 4, 5)), rng.standard_normal((4, 4, 5)))
+    lengths = np.array([6, 2, 4, 1])
+    results = []
+    for paired in (False, True):
+        monkeypatch.setattr(lstm_pair, "pair_directions", lambda nthreads, paired=paired: paired)
+        layer = nn.LSTM(3, 5, num_layers=2, bidirectional=True, rng=np.random.default_rng(0), dtype=np.float64)
+        xs, h0, c0 = (Tensor(a, requires_grad=True) for a in (x, *hx))
+        y, (h_n, c_n) = layer(xs, (h0, c0), lengths=lengths)
+        (y.sum() + (h_n * h_n).sum() + (c_n * 2.0).sum()).backward()
+        results.append([y.data, h_n.data, c_n.data, xs.grad, h0.grad, c0.grad]
+                       + [p.grad for _, p in layer.named_parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
