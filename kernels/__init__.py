@@ -11,7 +11,7 @@ from seqtool.kernels.blas import pin_kernel_blas
 
 pin_kernel_blas()
 
-from seqtool.kernels import gru, lstm, lstm_pair, rnn  # noqa: E402,F401
+from seqtool.kernels import gru, lstm, pairs, rnn  # noqa: E402,F401
 
 
 def num_threads():

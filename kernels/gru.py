@@ -156,6 +156,29 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
     dh[lo:hi] = dhT[:, :M].T
 
 
+@njit(cache=True)
+def weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx_part, need_dx,
+                 k, nb):
+    """Block k of nb of the weight and bias gradients (summed over time: one GEMM each) and of
+    dx's partial sum, from the gate gradients dgx (input side) and dgh (reset_after's n rows)."""
+    T, N, D = x.shape
+    H = h.shape[2]
+    gx2 = dgx.reshape(3 * H, T * N)
+    gn2 = dgh.reshape(dgh.shape[0], T * N) if reset_after else gx2[2 * H:]  # n rows, hidden side
+    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
+    gemm_rows(gx2, x.reshape(T * N, D), dw_ih, k, nb)
+    gemm_rows(gx2[:2 * H], h_in, dw_hh[:2 * H], k, nb)
+    if reset_after:  # two calls: one conditional operand would lose its contiguous layout
+        gemm_rows(gn2, h_in, dw_hh[2 * H:], k, nb)
+    else:  # classic form: W_hn multiplies r * h, not h
+        gemm_rows(gn2, hn.reshape(H, T * N).T, dw_hh[2 * H:], k, nb)
+    rowsum_block(gx2, db_ih, k, nb)
+    rowsum_block(gx2[:2 * H], db_hh[:2 * H], k, nb)
+    rowsum_block(gn2, db_hh[2 * H:], k, nb)
+    if need_dx:
+        gemm_tn_partial(gx2, w_ih, dx_part, k, nb)
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy, dh_n, need_dx, nthreads):
     """Returns dx (T, N, D), dh0 (N, H), dw_ih (3H, D), dw_hh (3H, H), db_ih, db_hh (3H,)."""
@@ -176,27 +199,13 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
         lo, hi = block(k, nb, N)
         _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t, lengths, reverse, dy,
                        reset_after, lo, hi)
-    gx2 = dgx.reshape(3 * H, T * N)
-    gn2 = dgh.reshape(dgh.shape[0], T * N) if reset_after else gx2[2 * H:]  # n rows, hidden side
-    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    rh_in = hn.reshape(H, T * N).T  # classic form: W_hn multiplies r * h, not h
     dw_ih = np.empty((3 * H, D), x.dtype)
     dw_hh = np.empty((3 * H, H), x.dtype)
     db_ih = np.empty(3 * H, x.dtype)
-    db_hn = np.empty(H, x.dtype)
-    dx_parts = np.empty((nb if need_dx else 0, T * N, D), x.dtype)
+    db_hh = np.empty(3 * H, x.dtype)
+    dx_parts = np.empty((nb, T * N if need_dx else 0, D), x.dtype)  # split over the 3H sum
     for k in prange(nb):
-        gemm_rows(gx2, x.reshape(T * N, D), dw_ih, k, nb)
-        gemm_rows(gx2[:2 * H], h_in, dw_hh[:2 * H], k, nb)
-        if reset_after:  # two calls: one conditional operand would lose its contiguous layout
-            gemm_rows(gn2, h_in, dw_hh[2 * H:], k, nb)
-        else:
-            gemm_rows(gn2, rh_in, dw_hh[2 * H:], k, nb)
-        rowsum_block(gx2, db_ih, k, nb)
-        rowsum_block(gn2, db_hn, k, nb)
-        if need_dx:
-            gemm_tn_partial(gx2, w_ih, dx_parts[k], k, nb)
-    db_hh = db_ih.copy()
-    db_hh[2 * H:] = db_hn
+        weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx_parts[k],
+                     need_dx, k, nb)
     dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh

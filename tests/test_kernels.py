@@ -66,12 +66,12 @@ def _pair_problem(dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_lstm_pair_kernel_equals_the_two_directions_one_after_the_other(dtype):
-    from seqtool.kernels import lstm, lstm_pair
+    from seqtool.kernels import lstm, pairs
 
     a, lengths = _pair_problem(dtype)
     H = a["h0"].shape[2]
-    y, h, c, gates = lstm_pair.lstm_forward_pair(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"], lengths, 2)
-    grads = lstm_pair.lstm_backward_pair(a["x"], a["w_ih"], a["w_hh"], h, c, gates, lengths, a["dy"], a["dh_n"],
+    y, h, c, gates = pairs.lstm_forward_pair(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b"], lengths, 2)
+    grads = pairs.lstm_backward_pair(a["x"], a["w_ih"], a["w_hh"], h, c, gates, lengths, a["dy"], a["dh_n"],
                                          a["dc_n"], True, 2)
     dx_sum = 0
     for d in range(2):
@@ -88,23 +88,35 @@ def test_lstm_pair_kernel_equals_the_two_directions_one_after_the_other(dtype):
     np.testing.assert_allclose(grads[0], dx_sum, rtol=1e-6 if dtype == np.float32 else 1e-13)
 
 
-def test_bidirectional_lstm_same_through_the_pair_kernel(monkeypatch):
+@pytest.mark.parametrize("mode,options", [("lstm", {}), ("gru", {"reset_after": True}),
+                                          ("gru", {"reset_after": False}), ("rnn", {"nonlinearity": "tanh"}),
+                                          ("rnn", {"nonlinearity": "relu"})])
+def test_bidirectional_layer_same_through_the_pair_kernels(monkeypatch, mode, options):
     # The layer must give the same outputs and gradients whichever path the rule picks.
     from seqtool import nn
-    from seqtool.kernels import lstm_pair
+    from seqtool.kernels import pairs
 
     rng = np.random.default_rng(4)
     x = rng.standard_normal((6, 4, 3))
-    hx = (rng.standard_normal((4, 4, 5)), rng.standard_normal((4, 4, 5)))
+    h0_c0 = [rng.standard_normal((4, 4, 5)) for _ in range(2 if mode == "lstm" else 1)]
     lengths = np.array([6, 2, 4, 1])
-    results = []
+    cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[mode]
+    results, calls = [], []
+    forward_pair = getattr(pairs, f"{mode}_forward_pair")
+    monkeypatch.setattr(pairs, f"{mode}_forward_pair", lambda *a: calls.append(1) or forward_pair(*a))
     for paired in (False, True):
-        monkeypatch.setattr(lstm_pair, "pair_directions", lambda nthreads, paired=paired: paired)
-        layer = nn.LSTM(3, 5, num_layers=2, bidirectional=True, rng=np.random.default_rng(0), dtype=np.float64)
-        xs, h0, c0 = (Tensor(a, requires_grad=True) for a in (x, *hx))
-        y, (h_n, c_n) = layer(xs, (h0, c0), lengths=lengths)
-        (y.sum() + (h_n * h_n).sum() + (c_n * 2.0).sum()).backward()
-        results.append([y.data, h_n.data, c_n.data, xs.grad, h0.grad, c0.grad]
+        monkeypatch.setattr(pairs, "pair_directions", lambda nthreads, paired=paired: paired)
+        layer = cls(3, 5, num_layers=2, bidirectional=True, rng=np.random.default_rng(0), dtype=np.float64,
+                    **options)
+        xs, *states = (Tensor(a, requires_grad=True) for a in (x, *h0_c0))
+        y, out = layer(xs, tuple(states) if mode == "lstm" else states[0], lengths=lengths)
+        finals = list(out) if mode == "lstm" else [out]
+        loss = y.sum()
+        for k, s in enumerate(finals):
+            loss = loss + (s * s * (k + 1.0)).sum()
+        loss.backward()
+        results.append([y.data] + [s.data for s in finals] + [xs.grad] + [s.grad for s in states]
                        + [p.grad for _, p in layer.named_parameters()])
+    assert len(calls) == 2  # both layers of the paired run went through the pair kernel
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
