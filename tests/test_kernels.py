@@ -120,3 +120,32 @@ def test_bidirectional_layer_same_through_the_pair_kernels(monkeypatch, mode, op
     assert len(calls) == 2  # both layers of the paired run went through the pair kernel
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows,K,C", [(24, 6, 16), (13, 5, 48), (7, 1, 16), (9, 300, 32), (1024, 256, 16)])
+def test_panel_product_matches_numpy(dtype, rows, K, C):
+    from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
+
+    rng = np.random.default_rng(rows * K + C)
+    w = rng.standard_normal((rows, K)).astype(dtype)
+    src = rng.standard_normal((K, C)).astype(dtype)
+    order = natural_order(rows)
+    out = np.full((order.shape[0], C), np.nan, dtype)
+    panel_matmul(pack_panels(w, order), src, out)
+    expected = w.astype(np.float64) @ src.astype(np.float64)
+    np.testing.assert_allclose(out[:rows], expected, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-12) * np.sqrt(K))
+    assert out.shape[0] % PANEL == 0 and np.all(out[rows:] == 0.0)  # rows past the weight are zero
+
+
+def test_unit_order_groups_each_units_gates_in_one_panel():
+    from seqtool.kernels.tiles import PANEL, unit_order
+
+    H, G = 5, 4
+    order = unit_order(H, G).reshape(-1, PANEL)
+    units = PANEL // G
+    for p, panel in enumerate(order):
+        for g in range(G):
+            for u in range(units):
+                j = p * units + u
+                assert panel[g * units + u] == (g * H + j if j < H else -1)
