@@ -136,7 +136,7 @@ def natural_order(rows):
     return order
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(inline="always", fastmath={"contract"})
 def panel_tile(panel, src, out):
     """out (PANEL, C) = panel.T @ src (K, C), C a multiple of LANES."""
     for c in range(0, src.shape[1], LANES):
