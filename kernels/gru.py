@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
 from seqtool.kernels.blas import (add_transposed, block, fill_valid, gemm_rows, gemm_tn_partial, load_transposed,
-                                  rowsum_block, store_block_gates, store_block_state)
+                                  rowsum_block, store_block_state)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
 
 
@@ -40,6 +40,7 @@ def _forward_rows(gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, revers
             row, g_in, bk = pre[k], gates[k, t, lo:hi], b_ih[k] + b_hh[k]
             for m in range(M):
                 row[m] = sigm(row[m] + g_in[m] + bk)
+                g_in[m] = valid[m] * row[m]  # saved in place of the input projection, zero on padding
         if reset_after:
             for j in range(H):
                 row, r_, hn_j, bh = pre[2 * H + j], pre[j], hn[j, t, lo:hi], b_hh[2 * H + j]
@@ -61,9 +62,9 @@ def _forward_rows(gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, revers
             z_, n_, g_in, h_j, bi = pre[H + j], pre[2 * H + j], gates[2 * H + j, t, lo:hi], hT[j], b_ih[2 * H + j]
             for m in range(M):
                 n_[m] = tanh_(g_in[m] + bi + n_[m])
+                g_in[m] = valid[m] * n_[m]
                 h_new = (one - z_[m]) * n_[m] + z_[m] * h_j[m]
                 h_j[m] = valid[m] * h_new + (one - valid[m]) * h_j[m]  # padding: frozen
-        store_block_gates(pre[:3 * H, :M], valid, gates, t, lo)
         store_block_state(hT[:, :M], valid, h, y, t, cur, lo)
 
 
