@@ -28,8 +28,26 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-PANEL = 8  # weight rows per panel (accumulators per column block); 8 measured >= 16 on Zen 4
-LANES = 16  # columns per vector register (float32 in AVX-512)
+
+
+def _avx512_target():
+    """Whether Numba compiles for a CPU with AVX-512 (32 vector registers)."""
+    from numba.core import config
+
+    if config.CPU_FEATURES:  # NUMBA_CPU_FEATURES: exactly what Numba targets
+        return "+avx512f" in config.CPU_FEATURES
+    if config.CPU_NAME and config.CPU_NAME != "host":  # a named CPU without its features: be safe
+        return False
+    from llvmlite import binding
+
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+LANES = 16  # columns per tile: one AVX-512 register of float32, two AVX2 ones
+# Weight rows per panel = accumulators per tile. AVX-512 has 32 vector registers: 8 rows (8 of
+# them; 16 measured no faster on the Zen 4). AVX2 has 16 and needs two per 16 columns: 4 rows
+# (8 registers) leave room for the loaded columns instead of spilling.
+PANEL = 8 if _avx512_target() else 4
 
 
 def _make_tile(rows, blocks):

@@ -149,3 +149,36 @@ def test_unit_order_groups_each_units_gates_in_one_panel():
             for u in range(units):
                 j = p * units + u
                 assert panel[g * units + u] == (g * H + j if j < H else -1)
+
+
+_AVX2_CHECK = """
+import numpy as np
+from seqtool import selfcheck
+from seqtool.kernels import tiles
+assert tiles.PANEL == 4, tiles.PANEL
+w = np.random.default_rng(0).standard_normal((13, 9)).astype(np.float32)
+src = np.random.default_rng(1).standard_normal((9, 32)).astype(np.float32)
+order = tiles.natural_order(13)
+out = np.empty((order.shape[0], 32), np.float32)
+tiles.panel_matmul(tiles.pack_panels(w, order), src, out)
+assert np.abs(out[:13] - w @ src).max() < 1e-4
+for name, cell, options in selfcheck.VARIANTS:
+    fe, ge, ok = selfcheck.run_variant(cell, options, True, True, seed=1)
+    assert ok and fe < 1e-10 and ge < 1e-5, (name, fe, ge)
+print("avx2 ok")
+"""
+
+
+def test_kernels_compiled_for_avx2_use_smaller_panels_and_stay_exact(tmp_path):
+    # Compiled for a CPU without AVX-512 (16 vector registers), the tiles take 4 weight rows,
+    # and every kernel variant still matches the reference and the numeric gradients.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path),
+           "NUMBA_NUM_THREADS": "2"}
+    env.pop("NUMBA_CPU_FEATURES", None)
+    proc = subprocess.run([sys.executable, "-c", _AVX2_CHECK], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "avx2 ok" in proc.stdout
