@@ -35,6 +35,18 @@ seqtool bench --cell lstm --hidden 512 --seq-len 100 --batch 32 --input-size 64 
 seqtool bench --cell lstm --hidden 512 --seq-len 100 --batch 32 --input-size 64 \
   --steps "$STEPS" --matmul-peak --json -q >> "$OUT/bench.jsonl"
 
+echo "== 3b. the whole charlm training step (2 x LSTM 128, embed 64, batch 50 x 50), vs PyTorch"
+seqtool bench --task charlm --steps "$STEPS" --compare torch
+seqtool bench --task charlm --steps "$STEPS" --compare torch --json -q >> "$OUT/bench.jsonl"
+
+echo "== 3c. the same at one thread each (NUMBA_NUM_THREADS=1; torch.set_num_threads(1))"
+for cell in lstm gru rnn; do
+  NUMBA_NUM_THREADS=1 seqtool bench --cell $cell --steps "$STEPS" --compare torch
+done
+NUMBA_NUM_THREADS=1 seqtool bench --cell lstm --layers 2 --bidirectional --seq-len 500 --batch 16 \
+  --input-size 64 --hidden 128 --steps "$STEPS" --compare torch
+NUMBA_NUM_THREADS=1 seqtool bench --task charlm --steps "$STEPS" --compare torch
+
 echo "== 4. char-LM at equal wall-clock ($BUDGET s): PyTorch torch-rnn peer vs seqtool"
 python benchmarks/torch_charlm_peer.py "$TEXT" --time-budget "$BUDGET" --json | tee -a "$OUT/charlm.jsonl"
 MODEL=$(mktemp -d)/charlm.model

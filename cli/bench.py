@@ -36,9 +36,13 @@ _POSITIVE = click.IntRange(min=1)
                    "kernels, on one block where the GPU refuses a cooperative launch.")
 @click.option("--matmul-peak", is_flag=True,
               help="Also measure NumPy's float32 1024^3 matmul GFLOP/s, the machine's GEMM peak.")
+@click.option("--task", type=click.Choice(("charlm",)), default=None,
+              help="Time a whole task's training step instead: charlm = embedding, LSTM stack, head, "
+                   "cross-entropy, clipping, Adam (defaults: 2 x LSTM 128, embed 64 (--input-size), "
+                   "vocab 65, batch 50, seq-len 50; chars/s).")
 @common_options
 def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps, warmup,
-          nonlinearity, gru_form, compare, persistent, matmul_peak, json_output, quiet, device, seed):
+          nonlinearity, gru_form, compare, persistent, matmul_peak, task, json_output, quiet, device, seed):
     """Time full training steps of a recurrent layer stack on random data.
 
     One step: forward over (T, N, D) float32 input, loss = sum(output * R) with a fixed random
@@ -58,6 +62,8 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     from seqtool.device import use
 
     use(device)  # one-line error without a GPU
+    if task is not None:
+        return _bench_task(locals())
     if matmul_peak and device != "cpu":
         from seqtool.errors import UsageError
 
@@ -91,6 +97,39 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
         return
     for line in _text(rec, cfg):
         click.echo(line)
+
+
+def _bench_task(opts: dict) -> None:
+    """--task charlm: options the user did not give take the charlm defaults."""
+    from click.core import ParameterSource
+
+    from seqtool.bench import CharlmBenchConfig, run_charlm
+    from seqtool.errors import UsageError
+
+    if opts["device"] != "cpu" or opts["matmul_peak"] or opts["cell"] != "lstm" or opts["bidirectional"]:
+        raise UsageError("--task charlm times the CPU LSTM charlm; drop --device, --cell, "
+                         "--bidirectional and --matmul-peak")
+    ctx = click.get_current_context()
+    given = {k: opts[k] for k in ("hidden", "batch", "seq_len", "layers", "input_size")
+             if ctx.get_parameter_source(k) != ParameterSource.DEFAULT}
+    if "input_size" in given:
+        given["embed"] = given.pop("input_size")
+    cfg = CharlmBenchConfig(**given, steps=opts["steps"], warmup=opts["warmup"],
+                            seed=0 if opts["seed"] is None else opts["seed"])
+    out = Reporter(quiet=opts["quiet"], json_output=opts["json_output"])
+    out.info(f"bench charlm: {cfg.warmup} warm-up + {cfg.steps} timed steps"
+             + (" (interleaved with PyTorch)" if opts["compare"] else ""))
+    with out.progress("steps", total=cfg.warmup + cfg.steps, transient=True) as bar:
+        rec = run_charlm(cfg, opts["compare"], on_step=lambda i: bar.advance())
+    if opts["json_output"]:
+        emit_json(rec)
+        return
+    click.echo(f"charlm {cfg.layers} x LSTM {cfg.hidden}, embed {cfg.embed}, vocab {cfg.vocab}, "
+               f"batch {cfg.batch} x {cfg.seq_len}  threads={rec['threads']} (median of {cfg.steps} steps)")
+    click.echo(f"seqtool  {rec['step_s'] * 1e3:10.2f} ms/step {rec['chars_per_s']:12,.0f} chars/s")
+    if "ratio" in rec:
+        click.echo(f"torch    {rec['torch_step_s'] * 1e3:10.2f} ms/step {rec['torch_chars_per_s']:12,.0f} chars/s")
+        click.echo(f"ratio    {rec['ratio']:10.2f}x  (torch time / seqtool time; > 1: seqtool faster)")
 
 
 def _shape(cfg) -> str:

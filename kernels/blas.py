@@ -11,6 +11,8 @@ matmuls outside the kernels go through `matmul`/`matmul_tn` below.
 import numpy as np
 from numba import njit, prange
 
+from seqtool.kernels.activations import unit
+
 _pinned = False
 
 
@@ -56,9 +58,11 @@ def gemm_tn_partial(a, b, partial, k, nblocks):
         partial[:] = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc"})
 def rowsum_block(a, out, k, nblocks):
-    """Block k of out = a.sum(axis=1) for a (P, M), split over a's rows."""
+    """Block k of out = a.sum(axis=1) for a (P, M), split over a's rows. reassoc lets LLVM keep
+    one partial sum per vector lane: in order, the sum is a chain of dependent adds (measured:
+    ~3.5 ms of a one-thread LSTM backward at T=100 N=32 H=256 for the bias gradient alone)."""
     lo, hi = block(k, nblocks, a.shape[0])
     for r in range(lo, hi):
         row = a[r]
@@ -109,10 +113,29 @@ def store_block_state(hT, valid, h, y, t, cur, lo):
 
 
 @njit(cache=True)
-def store_block_gates(pre, valid, gates, t, lo):
-    """gates[:, t, lo:lo+M] = pre * valid: the activated gates, zero on padding."""
-    M = pre.shape[1]
-    for k in range(pre.shape[0]):
-        g_out, row = gates[k, t, lo:lo + M], pre[k]  # row views: measured faster than 3-d indexing
-        for m in range(M):
-            g_out[m] = valid[m] * row[m]
+def add_transposed(dhT, dy, t, lo, valid):
+    """dhT[:, m] += valid[m] * dy[t, lo + m]: the output gradient of step t joins the carried
+    one. Reads dy along its rows (reading a column of dy per hidden unit was a gather)."""
+    for m in range(valid.shape[0]):
+        row, v = dy[t, lo + m], valid[m]
+        for j in range(dhT.shape[0]):
+            dhT[j, m] += v * row[j]
+
+
+@njit(cache=True)
+def load_transposed(dst, h, slot, lo, M):
+    """dst[:, m] = h[slot, lo + m] for m < M: one step's states of the block, transposed."""
+    for m in range(M):
+        row = h[slot, lo + m]
+        for j in range(dst.shape[0]):
+            dst[j, m] = row[j]
+
+
+@njit(cache=True)
+def blend_rows(state, new, valid):
+    """state[j, m] = new[j, m] where valid[m], else unchanged (padding keeps the carried value)."""
+    one = unit(state)
+    for j in range(state.shape[0]):
+        s_j, n_j = state[j], new[j]
+        for m in range(valid.shape[0]):
+            s_j[m] = valid[m] * n_j[m] + (one - valid[m]) * s_j[m]

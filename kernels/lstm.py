@@ -14,51 +14,74 @@ Saved for backward:
   c       (T+1, H, N)   cell chain, same slots, gate-major like the gates
   gates   (4H, T, N)    activated i, f, g, o (zero on padding)
 Threads: each Numba thread owns a block of M batch rows for the whole time loop and keeps
-their state transposed, hT (H, M), so the recurrent product is W_hh @ hT: OpenBLAS runs that
-shape ~1.7x faster than hT.T @ W_hh.T when M is small (measured, M=16, H=256). Gate-major
-buffers make the gate arithmetic contiguous over the M rows, so it vectorizes.
+their state transposed, hT (H, C) with C = M rounded up to whole vector registers. The
+recurrent product runs on W_hh packed once per call (kernels/tiles.py): a panel holds the
+four gate rows of PANEL/4 hidden units, so each tile's epilogue finishes those units' step
+(activations, cell, state) straight from the accumulators; the backward's W_hh.T @ dG runs
+on W_hh.T packed the same way. Gate-major buffers make the gate arithmetic contiguous over
+the M rows, so it vectorizes; every large GEMM stays one BLAS call per thread block.
 Memory: ((T+1)2H + 5TH) N floats; T=100, N=32, H=256: 16 MB in float32.
 """
 import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
-                                  store_block_gates, store_block_state)
+from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_valid, gemm_rows, gemm_tn_partial,
+                                  rowsum_block, store_block_state)
+from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul, panel_tile, unit_order
+
+UNITS = PANEL // 4  # hidden units per panel of the packed W_hh (their 4 gate rows each)
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _unit_step(acc, u, j, gates, t, lo, b, c_prev, c_cur, h_old, h_new, valid):
+    """The tile's epilogue for hidden unit j (acc rows u, 2+u, 4+u, 6+u hold its four gates'
+    recurrent products): activations, cell and state update, the activated gates saved in
+    place of the input projection. Nothing else ever holds the pre-activations."""
+    H, M = h_old.shape[0], valid.shape[0]
+    one = unit(acc)
+    x_i, x_f, x_g, x_o = gates[j, t, lo:lo + M], gates[H + j, t, lo:lo + M], gates[2 * H + j, t, lo:lo + M], gates[3 * H + j, t, lo:lo + M]
+    a_i, a_f, a_g, a_o = acc[u], acc[UNITS + u], acc[2 * UNITS + u], acc[3 * UNITS + u]
+    b_i, b_f, b_g, b_o = b[j], b[H + j], b[2 * H + j], b[3 * H + j]
+    old, new = h_old[j], h_new[j]
+    for m in range(M):
+        i_ = sigm(a_i[m] + x_i[m] + b_i)
+        f_ = sigm(a_f[m] + x_f[m] + b_f)
+        g_ = tanh_(a_g[m] + x_g[m] + b_g)
+        o_ = sigm(a_o[m] + x_o[m] + b_o)
+        c_new = f_ * c_prev[m] + i_ * g_
+        v = valid[m]
+        # padded rows keep their state (blend, so the loop stays branch-free)
+        c_cur[m] = v * c_new + (one - v) * c_prev[m]
+        new[m] = v * (o_ * tanh_(c_new)) + (one - v) * old[m]
+        x_i[m], x_f[m], x_g[m], x_o[m] = v * i_, v * f_, v * g_, v * o_  # zero on padding
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(gates, h, c, y, w_hh, b, lengths, reverse, lo, hi):
+def _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi):
     T, H, M = y.shape[0], h.shape[2], hi - lo
+    C = padded(M)
     one = unit(h)
     first = T if reverse else 0
-    hT = np.ascontiguousarray(h[first, lo:hi].T)  # (H, M) block state
-    pre = np.empty((4 * H, M), h.dtype)  # W_hh @ hT, then the activated gates
+    # The block's state transposed (H, C), columns past M zero; the tiles of a step read
+    # h_old while their epilogues write h_new.
+    h_old = np.zeros((H, C), h.dtype)
+    h_new = np.zeros((H, C), h.dtype)
+    h_old[:, :M] = h[first, lo:hi].T
+    acc = np.empty((PANEL, C), h.dtype)
     valid = np.empty(M, h.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
         fill_valid(valid, lengths, t, lo, one)
-        np.dot(w_hh, hT, pre)
-        for k in range(4 * H):
-            row, g_in, bk = pre[k], gates[k, t, lo:hi], b[k]
-            if 2 * H <= k < 3 * H:
-                for m in range(M):
-                    row[m] = tanh_(row[m] + g_in[m] + bk)
-            else:
-                for m in range(M):
-                    row[m] = sigm(row[m] + g_in[m] + bk)
-        for j in range(H):
-            i_, f_, g_, o_ = pre[j], pre[H + j], pre[2 * H + j], pre[3 * H + j]
-            c_prev, c_cur, h_j = c[prev, j, lo:hi], c[cur, j, lo:hi], hT[j]
-            for m in range(M):
-                c_new = f_[m] * c_prev[m] + i_[m] * g_[m]
-                h_new = o_[m] * tanh_(c_new)
-                # padded rows keep their state (blend, so the loop stays branch-free)
-                c_cur[m] = valid[m] * c_new + (one - valid[m]) * c_prev[m]
-                h_j[m] = valid[m] * h_new + (one - valid[m]) * h_j[m]
-        store_block_gates(pre, valid, gates, t, lo)
-        store_block_state(hT, valid, h, y, t, cur, lo)
+        for p in range(panels.shape[0]):
+            panel_tile(panels[p], h_old, acc)
+            for u in range(UNITS):
+                j = p * UNITS + u
+                if j < H:
+                    _unit_step(acc, u, j, gates, t, lo, b, c[prev, j, lo:hi], c[cur, j, lo:hi], h_old, h_new, valid)
+        store_block_state(h_new[:, :M], valid, h, y, t, cur, lo)
+        h_old, h_new = h_new, h_old
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -77,46 +100,54 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
     first = T if reverse else 0
     h[first] = h0
     c[first] = c0.T
+    panels = pack_panels(w_hh, unit_order(H, 4))  # once per call, shared by the threads
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(gates, h, c, y, w_hh, b, lengths, reverse, lo, hi)
+        _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi)
     return y, h, c, gates
 
 
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _unit_grad(j, t, lo, gates, c_cur, c_prev, dh_j, dc_j, dg, dgates, valid):
+    """Gate pre-activation gradients of hidden unit j at step t (rows j, H+j, 2H+j, 3H+j of
+    dg, and of dgates at step t); dc_j becomes the cell gradient passed to step t-1."""
+    H, M = dg.shape[0] // 4, valid.shape[0]
+    one = unit(dg)
+    i_, f_, g_, o_ = gates[j, t, lo:lo + M], gates[H + j, t, lo:lo + M], gates[2 * H + j, t, lo:lo + M], gates[3 * H + j, t, lo:lo + M]
+    di, df, dgg, do = dg[j], dg[H + j], dg[2 * H + j], dg[3 * H + j]
+    si, sf, sg, so = dgates[j, t, lo:lo + M], dgates[H + j, t, lo:lo + M], dgates[2 * H + j, t, lo:lo + M], dgates[3 * H + j, t, lo:lo + M]
+    for m in range(M):
+        tc = tanh_(c_cur[m])
+        dh_t = dh_j[m]
+        dc_t = dc_j[m] + dh_t * o_[m] * (one - tc * tc)
+        d_o = dh_t * tc * o_[m] * (one - o_[m])  # gates are zero on padding
+        d_i = dc_t * g_[m] * i_[m] * (one - i_[m])
+        d_g = dc_t * i_[m] * (one - g_[m] * g_[m])
+        d_f = dc_t * c_prev[m] * f_[m] * (one - f_[m])
+        di[m], df[m], dgg[m], do[m] = d_i, d_f, d_g, d_o
+        si[m], sf[m], sg[m], so[m] = d_i, d_f, d_g, d_o
+        dc_j[m] = valid[m] * dc_t * f_[m] + (one - valid[m]) * dc_j[m]
+
+
 @njit(cache=True, error_model="numpy")
-def _backward_rows(dgates, dh, dc, c, gates, w_hh_t, lengths, reverse, dy, lo, hi):
+def _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo, hi):
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
+    C = padded(M)
     one = unit(c)
     dhT = np.ascontiguousarray(dh[lo:hi].T)  # (H, M) gradient reaching the carried state
     dcT = np.ascontiguousarray(dc[lo:hi].T)
-    dg = np.empty((4 * H, M), c.dtype)  # gate pre-activation gradients of this step
-    d_prev = np.empty((H, M), c.dtype)  # W_hh.T @ dg
+    dg = np.zeros((4 * H, C), c.dtype)  # gate pre-activation gradients; columns past M stay 0
+    d_prev = np.empty((panels_t.shape[0] * PANEL, C), c.dtype)  # W_hh.T @ dg
     valid = np.empty(M, c.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
         fill_valid(valid, lengths, t, lo, one)
+        add_transposed(dhT, dy, t, lo, valid)
         for j in range(H):
-            i_, f_, g_, o_ = gates[j, t, lo:hi], gates[H + j, t, lo:hi], gates[2 * H + j, t, lo:hi], gates[3 * H + j, t, lo:hi]
-            c_cur, c_prev, dh_j, dc_j = c[cur, j, lo:hi], c[prev, j, lo:hi], dhT[j], dcT[j]
-            di, df, dgg, do = dg[j], dg[H + j], dg[2 * H + j], dg[3 * H + j]
-            for m in range(M):
-                tc = tanh_(c_cur[m])
-                dh_t = dh_j[m] + valid[m] * dy[t, lo + m, j]
-                dc_t = dc_j[m] + dh_t * o_[m] * (one - tc * tc)
-                do[m] = dh_t * tc * o_[m] * (one - o_[m])  # gates are zero on padding
-                di[m] = dc_t * g_[m] * i_[m] * (one - i_[m])
-                dgg[m] = dc_t * i_[m] * (one - g_[m] * g_[m])
-                df[m] = dc_t * c_prev[m] * f_[m] * (one - f_[m])
-                dc_j[m] = valid[m] * dc_t * f_[m] + (one - valid[m]) * dc_j[m]
-        np.dot(w_hh_t, dg, d_prev)
-        for j in range(H):
-            dh_j, dp = dhT[j], d_prev[j]
-            for m in range(M):
-                dh_j[m] = valid[m] * dp[m] + (one - valid[m]) * dh_j[m]
-        for k in range(4 * H):
-            for m in range(M):
-                dgates[k, t, lo + m] = dg[k, m]
+            _unit_grad(j, t, lo, gates, c[cur, j, lo:hi], c[prev, j, lo:hi], dhT[j], dcT[j], dg, dgates, valid)
+        panel_matmul(panels_t, dg, d_prev)
+        blend_rows(dhT, d_prev, valid)
     dh[lo:hi] = dhT.T
     dc[lo:hi] = dcT.T
 
@@ -129,13 +160,11 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
     dgates = np.empty((4 * H, T, N), x.dtype)  # gradients of the gate pre-activations
     dh = dh_n.copy()  # gradient reaching the carried state; dh0 on return
     dc = dc_n.copy()
-    # A C-contiguous W_hh.T: OpenBLAS runs W_hh.T @ dg ~1.5x faster than with the
-    # transposed view (measured, H=256, M=16).
-    w_hh_t = np.ascontiguousarray(w_hh.T)
+    panels_t = pack_panels(np.ascontiguousarray(w_hh.T), natural_order(H))  # W_hh.T, packed once
     nb = max(1, min(nthreads, N))
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _backward_rows(dgates, dh, dc, c, gates, w_hh_t, lengths, reverse, dy, lo, hi)
+        _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo, hi)
     dg2 = dgates.reshape(4 * H, T * N)
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)  # the states that fed each step
     dw_ih = np.empty((4 * H, D), x.dtype)

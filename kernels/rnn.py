@@ -9,23 +9,26 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
-from seqtool.kernels.blas import (block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
+from seqtool.kernels.blas import (add_transposed, block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
                                   store_block_state)
+from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(pre, h, y, w_hh, b, lengths, reverse, relu, lo, hi):
+def _forward_rows(pre, h, y, panels, b, lengths, reverse, relu, lo, hi):
     T, H, M = y.shape[0], h.shape[2], hi - lo
+    C = padded(M)
     one = unit(h)
     zero = one - one  # typed like h: a 0.0 literal would promote float32
-    hT = np.ascontiguousarray(h[T if reverse else 0, lo:hi].T)  # (H, M) block state
-    rec = np.empty((H, M), h.dtype)
+    hT = np.zeros((H, C), h.dtype)  # (H, M) block state, zero columns up to C
+    hT[:, :M] = h[T if reverse else 0, lo:hi].T
+    rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)
     valid = np.empty(M, h.dtype)
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur = t if reverse else t + 1
         fill_valid(valid, lengths, t, lo, one)
-        np.dot(w_hh, hT, rec)
+        panel_matmul(panels, hT, rec)
         for j in range(H):
             row, p_in, h_j, bj = rec[j], pre[j, t, lo:hi], hT[j], b[j]
             for m in range(M):
@@ -33,7 +36,7 @@ def _forward_rows(pre, h, y, w_hh, b, lengths, reverse, relu, lo, hi):
                 a = max(a, zero) if relu else tanh_(a)
                 p_in[m] = valid[m] * a  # saved for backward
                 h_j[m] = valid[m] * a + (one - valid[m]) * h_j[m]
-        store_block_state(hT, valid, h, y, t, cur, lo)
+        store_block_state(hT[:, :M], valid, h, y, t, cur, lo)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -48,38 +51,42 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
     h = np.empty((T + 1, N, H), x.dtype)
     y = np.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
+    panels = pack_panels(w_hh, natural_order(H))  # once per call (kernels/tiles.py)
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(pre, h, y, w_hh, b, lengths, reverse, relu, lo, hi)
+        _forward_rows(pre, h, y, panels, b, lengths, reverse, relu, lo, hi)
     return y, h, pre
 
 
 @njit(cache=True, error_model="numpy")
-def _backward_rows(dpre, dh, act, w_hh_t, lengths, reverse, relu, dy, lo, hi):
+def _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi):
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
+    C = padded(M)
     one = unit(act)
-    dhT = np.ascontiguousarray(dh[lo:hi].T)  # (H, M)
-    da = np.empty((H, M), act.dtype)
-    d_prev = np.empty((H, M), act.dtype)
+    dhT = np.zeros((H, C), act.dtype)  # (H, M) gradient reaching the carried state
+    dhT[:, :M] = dh[lo:hi].T
+    da = np.zeros((H, C), act.dtype)  # columns past M stay zero: the product's padding
+    d_prev = np.empty((panels_t.shape[0] * PANEL, C), act.dtype)
     valid = np.empty(M, act.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
         fill_valid(valid, lengths, t, lo, one)
+        add_transposed(dhT, dy, t, lo, valid)
         for j in range(H):
             a_j, dh_j, da_j = act[j, t, lo:hi], dhT[j], da[j]
             for m in range(M):
-                g = valid[m] * (dh_j[m] + dy[t, lo + m, j])
+                g = valid[m] * dh_j[m]
                 if relu:
                     da_j[m] = g if a_j[m] > 0.0 else 0.0 * g
                 else:
                     da_j[m] = g * (one - a_j[m] * a_j[m])
-        np.dot(w_hh_t, da, d_prev)
+        panel_matmul(panels_t, da, d_prev)
         for j in range(H):
             dh_j, dp, out = dhT[j], d_prev[j], dpre[j, t, lo:hi]
             for m in range(M):
                 dh_j[m] = valid[m] * dp[m] + (one - valid[m]) * dh_j[m]
                 out[m] = da[j, m]
-    dh[lo:hi] = dhT.T
+    dh[lo:hi] = dhT[:, :M].T
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -89,11 +96,11 @@ def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_d
     H = h.shape[2]
     dpre = np.empty((H, T, N), x.dtype)
     dh = dh_n.copy()
-    w_hh_t = np.ascontiguousarray(w_hh.T)  # see lstm.py: faster GEMM than the view
+    panels_t = pack_panels(np.ascontiguousarray(w_hh.T), natural_order(H))  # W_hh.T, once per call
     nb = max(1, min(nthreads, N))
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _backward_rows(dpre, dh, act, w_hh_t, lengths, reverse, relu, dy, lo, hi)
+        _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi)
     d2 = dpre.reshape(H, T * N)
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
     dw_ih = np.empty((H, D), x.dtype)

@@ -270,3 +270,125 @@ def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
         np.matmul(a, b, out=out)  # warm-up: BLAS threads started, pages touched
         best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))
     return 2.0 * n ** 3 / best / 1e9
+
+
+# ---------------------------------------------------------------- the whole charlm training step
+
+
+@dataclass
+class CharlmBenchConfig:
+    """One charlm training step: the model and batch of benchmarks/torch_charlm_peer.py."""
+    hidden: int = 128
+    layers: int = 2
+    embed: int = 64
+    vocab: int = 65  # tinyshakespeare's characters
+    batch: int = 50
+    seq_len: int = 50
+    steps: int = 10
+    warmup: int = 2
+    seed: int = 0
+    lr: float = 2e-3
+    clip_norm: float = 5.0
+
+    def validate(self) -> None:
+        for name in ("hidden", "layers", "embed", "vocab", "batch", "seq_len", "steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise UsageError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+
+
+def charlm_tokens(cfg: CharlmBenchConfig):
+    """Inputs and next-token targets (T, N) int64, random ids from cfg.seed."""
+    ids = np.random.default_rng(cfg.seed).integers(0, cfg.vocab, (cfg.seq_len + 1, cfg.batch))
+    return ids[:-1].copy(), ids[1:].copy()
+
+
+def charlm_seqtool_step(cfg: CharlmBenchConfig):
+    """(step, model): embedding, LSTM stack, head, cross-entropy, backward, gradient-norm clip,
+    Adam, as `seqtool train charlm` runs them; the state is carried (detached) between steps."""
+    from seqtool.losses import cross_entropy
+    from seqtool.optim import Adam, clip_grad_norm
+    from seqtool.tasks.charlm.model import build_charlm
+
+    config = {"cell": "lstm", "hidden": cfg.hidden, "layers": cfg.layers, "embed": cfg.embed, "dropout": 0.0}
+    model = build_charlm(config, cfg.vocab, rng=np.random.default_rng(cfg.seed + 1))
+    params = list(model.parameters())
+    opt = Adam(params, lr=cfg.lr)
+    x, y = charlm_tokens(cfg)
+    carried = [None]
+
+    def step():
+        logits, state = model(x, carried[0])
+        carried[0] = tuple(s.data for s in state)
+        loss = cross_entropy(logits, y)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        clip_grad_norm(params, cfg.clip_norm)
+        opt.step()
+
+    return step, model
+
+
+def charlm_torch_step(cfg: CharlmBenchConfig, threads: int, state_dict: dict):
+    """(step, model): the same step in PyTorch (the model of benchmarks/torch_charlm_peer.py,
+    equal weights)."""
+    torch = _import_torch()
+    torch.set_num_threads(max(1, int(threads)))
+    nn = torch.nn
+    model = nn.ModuleDict({"embed": nn.Embedding(cfg.vocab, cfg.embed),
+                           "rnn": nn.LSTM(cfg.embed, cfg.hidden, cfg.layers),
+                           "head": nn.Linear(cfg.hidden, cfg.vocab)})
+    model.load_state_dict({k: torch.from_numpy(np.array(v, np.float32)) for k, v in state_dict.items()})
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    x, y = (torch.from_numpy(a) for a in charlm_tokens(cfg))
+    carried = [None]
+
+    def step():
+        out, state = model["rnn"](model["embed"](x), carried[0])
+        carried[0] = tuple(s.detach() for s in state)
+        logits = model["head"](out)
+        loss = nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        opt.step()
+
+    return step, model
+
+
+def run_charlm(cfg: CharlmBenchConfig, compare: str | None = None,
+               on_step: Callable[[int], None] | None = None) -> dict:
+    """Time cfg.warmup + cfg.steps charlm training steps (PyTorch's interleaved with compare="torch")."""
+    from seqtool import kernels
+
+    cfg.validate()
+    if compare not in (None, "torch"):
+        raise UsageError(f"unknown --compare {compare!r}; only torch is supported")
+    threads = kernels.num_threads()
+    ours, model = charlm_seqtool_step(cfg)
+    theirs = charlm_torch_step(cfg, threads, model.state_dict())[0] if compare == "torch" else None
+    times, torch_times = [], []
+    for i in range(cfg.warmup + cfg.steps):
+        t = _timed(ours)
+        tt = _timed(theirs) if theirs is not None else None
+        if i >= cfg.warmup:
+            times.append(t)
+            if tt is not None:
+                torch_times.append(tt)
+        if on_step is not None:
+            on_step(i)
+    chars = cfg.batch * cfg.seq_len
+    step_s = statistics.median(times)
+    rec = {"task": "charlm", **asdict(cfg), "device": "cpu", "threads": threads, "step_s": step_s,
+           "step_s_min": min(times), "chars_per_s": chars / step_s}
+    if theirs is not None:
+        import torch
+
+        torch_s = statistics.median(torch_times)
+        rec.update({"torch_version": torch.__version__, "torch_step_s": torch_s,
+                    "torch_step_s_min": min(torch_times), "torch_chars_per_s": chars / torch_s,
+                    "ratio": torch_s / step_s})
+    return rec

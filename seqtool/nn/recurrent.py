@@ -67,6 +67,102 @@ class LSTMLayerFn(Function):
         return (dx if self.needs_input_grad[0] else None), dh0, dc0, dw_ih, dw_hh, db, db.copy()
 
 
+class LSTMPairFn(Function):
+    """Both directions of one bidirectional LSTM layer in one CPU kernel call
+    (seqtool.kernels.pairs): (x, h0 (2, N, H), c0 (2, N, H), forward w_ih, w_hh, b_ih, b_hh,
+    reverse w_ih, w_hh, b_ih, b_hh) -> (y (T, N, 2H), h_n (2, N, H), c_n (2, N, H))."""
+
+    def forward(self, x, h0, c0, w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_ih_r, w_hh_r, b_ih_r, b_hh_r, lengths=None):
+        from seqtool.kernels import pairs
+
+        x = _c(x)
+        w_ih, w_hh = np.stack([w_ih_f, w_ih_r]), np.stack([w_hh_f, w_hh_r])
+        b = np.stack([b_ih_f + b_hh_f, b_ih_r + b_hh_r])
+        y, h, c, gates = pairs.lstm_forward_pair(x, _c(h0), _c(c0), w_ih, w_hh, b, lengths, _nthreads(x))
+        self.save_for_backward(x, w_ih, w_hh, h, c, gates, lengths)
+        T = x.shape[0]
+        return y, np.stack([h[0, T], h[1, 0]]), np.stack([c[0, T].T, c[1, 0].T])
+
+    def backward(self, dy, dh_n, dc_n):
+        from seqtool.kernels import pairs
+
+        x, w_ih, w_hh, h, c, gates, lengths = self.saved_tensors
+        zeros = np.zeros((2,) + h.shape[2:], h.dtype)
+        dy = _c(dy) if dy is not None else np.zeros(x.shape[:2] + (2 * h.shape[3],), h.dtype)
+        dx, dh0, dc0, dw_ih, dw_hh, db = pairs.lstm_backward_pair(
+            x, w_ih, w_hh, h, c, gates, lengths, dy, zeros if dh_n is None else _c(dh_n),
+            zeros if dc_n is None else _c(dc_n), self.needs_input_grad[0], _nthreads(x))
+        return ((dx if self.needs_input_grad[0] else None), dh0, dc0,
+                dw_ih[0], dw_hh[0], db[0], db[0].copy(), dw_ih[1], dw_hh[1], db[1], db[1].copy())
+
+
+class GRUPairFn(Function):
+    """Both directions of one bidirectional GRU layer in one CPU kernel call:
+    (x, h0 (2, N, H), forward w_ih, w_hh, b_ih, b_hh, reverse ones) -> (y (T, N, 2H), h_n (2, N, H))."""
+
+    def forward(self, x, h0, w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_ih_r, w_hh_r, b_ih_r, b_hh_r, lengths=None,
+                reset_after=True):
+        from seqtool.kernels import pairs
+
+        x = _c(x)
+        w_ih, w_hh = np.stack([w_ih_f, w_ih_r]), np.stack([w_hh_f, w_hh_r])
+        b_ih, b_hh = np.stack([b_ih_f, b_ih_r]), np.stack([b_hh_f, b_hh_r])
+        y, h, gates, hn = pairs.gru_forward_pair(x, _c(h0), w_ih, w_hh, b_ih, b_hh, lengths, reset_after,
+                                                 _nthreads(x))
+        self.save_for_backward(x, w_ih, w_hh, h, gates, hn, lengths)
+        self.reset_after = reset_after
+        return y, np.stack([h[0, x.shape[0]], h[1, 0]])
+
+    def backward(self, dy, dh_n):
+        from seqtool.kernels import pairs
+
+        x, w_ih, w_hh, h, gates, hn, lengths = self.saved_tensors
+        dy = _c(dy) if dy is not None else np.zeros(x.shape[:2] + (2 * h.shape[3],), h.dtype)
+        dh_n = _c(dh_n) if dh_n is not None else np.zeros((2,) + h.shape[2:], h.dtype)
+        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = pairs.gru_backward_pair(
+            x, w_ih, w_hh, h, gates, hn, lengths, self.reset_after, dy, dh_n, self.needs_input_grad[0],
+            _nthreads(x))
+        return ((dx if self.needs_input_grad[0] else None), dh0,
+                dw_ih[0], dw_hh[0], db_ih[0], db_hh[0], dw_ih[1], dw_hh[1], db_ih[1], db_hh[1])
+
+
+class RNNPairFn(Function):
+    """Both directions of one bidirectional vanilla RNN layer in one CPU kernel call:
+    (x, h0 (2, N, H), forward w_ih, w_hh, b_ih, b_hh, reverse ones) -> (y (T, N, 2H), h_n (2, N, H))."""
+
+    def forward(self, x, h0, w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_ih_r, w_hh_r, b_ih_r, b_hh_r, lengths=None,
+                relu=False):
+        from seqtool.kernels import pairs
+
+        x = _c(x)
+        w_ih, w_hh = np.stack([w_ih_f, w_ih_r]), np.stack([w_hh_f, w_hh_r])
+        b = np.stack([b_ih_f + b_hh_f, b_ih_r + b_hh_r])
+        y, h, act = pairs.rnn_forward_pair(x, _c(h0), w_ih, w_hh, b, lengths, relu, _nthreads(x))
+        self.save_for_backward(x, w_ih, w_hh, h, act, lengths)
+        self.relu = relu
+        return y, np.stack([h[0, x.shape[0]], h[1, 0]])
+
+    def backward(self, dy, dh_n):
+        from seqtool.kernels import pairs
+
+        x, w_ih, w_hh, h, act, lengths = self.saved_tensors
+        dy = _c(dy) if dy is not None else np.zeros(x.shape[:2] + (2 * h.shape[3],), h.dtype)
+        dh_n = _c(dh_n) if dh_n is not None else np.zeros((2,) + h.shape[2:], h.dtype)
+        dx, dh0, dw_ih, dw_hh, db = pairs.rnn_backward_pair(
+            x, w_ih, w_hh, h, act, lengths, self.relu, dy, dh_n, self.needs_input_grad[0], _nthreads(x))
+        return ((dx if self.needs_input_grad[0] else None), dh0,
+                dw_ih[0], dw_hh[0], db[0], db[0].copy(), dw_ih[1], dw_hh[1], db[1], db[1].copy())
+
+
+def _pairs_directions(x, dirs):
+    """Whether a layer's two directions run as one *PairFn call (the rule: kernels/pairs.py)."""
+    if dirs != 2 or is_device_array(x.data) or cuda_kernels_for_host_arrays():
+        return False
+    from seqtool.kernels import pairs
+
+    return pairs.pair_directions(_nthreads(x.data))
+
+
 class GRULayerFn(Function):
     """One GRU layer, one direction: (x, h0, w_ih, w_hh, b_ih, b_hh) -> (y, h_n)."""
 
@@ -229,8 +325,14 @@ class RNNBase(Module):
         h0, c0 = (hx if lstm and hx is not None else (hx, None))
         out_h, out_c = [], []
         inp = x
+        pair = _pairs_directions(x, dirs)
         for layer in range(self.num_layers):
             ys = []
+            if pair:
+                inp = self._pair_layer(inp, layer, h0, c0, lengths, out_h, out_c)
+                if self.dropout and self.training and layer < self.num_layers - 1:
+                    inp = F.dropout(inp, self.dropout, True, self.dropout_rng)
+                continue
             for d, sfx in enumerate(("", "_reverse")[:dirs]):
                 k = layer * dirs + d
                 start_h = h0[k] if h0 is not None else xp.zeros((N, H), x.dtype, like=x.data)
@@ -253,6 +355,26 @@ class RNNBase(Module):
         output = inp.transpose(1, 0, 2) if self.batch_first else inp
         h_n = F.stack(out_h, axis=0)
         return (output, (h_n, F.stack(out_c, axis=0))) if lstm else (output, h_n)
+
+    def _pair_layer(self, inp, layer, h0, c0, lengths, out_h, out_c):
+        """One bidirectional layer through LSTMPairFn/GRUPairFn/RNNPairFn; appends its final states."""
+        N, H = inp.shape[1], self.hidden_size
+        starts = []
+        for given in (h0, c0) if self.mode == "lstm" else (h0,):
+            if given is None:
+                starts.append(np.zeros((2, N, H), inp.dtype))
+            else:
+                starts.append(F.stack([given[2 * layer], given[2 * layer + 1]], axis=0))
+        params = self._params(layer, "", inp.dtype) + self._params(layer, "_reverse", inp.dtype)
+        if self.mode == "lstm":
+            y, h_n, c_n = LSTMPairFn.apply(inp, *starts, *params, lengths=lengths)
+            out_c.extend([c_n[0], c_n[1]])
+        elif self.mode == "gru":
+            y, h_n = GRUPairFn.apply(inp, *starts, *params, lengths=lengths, reset_after=self.reset_after)
+        else:
+            y, h_n = RNNPairFn.apply(inp, *starts, *params, lengths=lengths, relu=self.nonlinearity == "relu")
+        out_h.extend([h_n[0], h_n[1]])
+        return y
 
     def extra_repr(self):
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
