@@ -103,7 +103,7 @@ def _bench_task(opts: dict) -> None:
     """--task charlm: options the user did not give take the charlm defaults."""
     from click.core import ParameterSource
 
-    from seqtool.bench import CharlmBenchConfig, run_charlm
+    from seqtool.diagnostics.bench import CharlmBenchConfig, run_charlm
     from seqtool.errors import UsageError
 
     if opts["device"] != "cpu" or opts["matmul_peak"] or opts["cell"] != "lstm" or opts["bidirectional"]:

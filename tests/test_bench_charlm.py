@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from seqtool import bench as benchlib
+from seqtool.diagnostics import bench as benchlib
 from seqtool.cli.main import cli
 
 TINY = ["--task", "charlm", "--hidden", "8", "--batch", "3", "--seq-len", "5", "--steps", "2", "--warmup", "1"]

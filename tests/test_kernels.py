@@ -153,7 +153,7 @@ def test_unit_order_groups_each_units_gates_in_one_panel():
 
 _AVX2_CHECK = """
 import numpy as np
-from seqtool import selfcheck
+from seqtool.diagnostics import selfcheck
 from seqtool.kernels import tiles
 assert tiles.PANEL == 4, tiles.PANEL
 w = np.random.default_rng(0).standard_normal((13, 9)).astype(np.float32)

@@ -308,7 +308,7 @@ def charlm_tokens(cfg: CharlmBenchConfig):
 def charlm_seqtool_step(cfg: CharlmBenchConfig):
     """(step, model): embedding, LSTM stack, head, cross-entropy, backward, gradient-norm clip,
     Adam, as `seqtool train charlm` runs them; the state is carried (detached) between steps."""
-    from seqtool.losses import cross_entropy
+    from seqtool.core.losses import cross_entropy
     from seqtool.optim import Adam, clip_grad_norm
     from seqtool.tasks.charlm.model import build_charlm
 
