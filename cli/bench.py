@@ -64,35 +64,42 @@ def bench(cell, hidden, batch, seq_len, input_size, layers, bidirectional, steps
     use(device)  # one-line error without a GPU
     if task is not None:
         return _bench_task(locals())
-    if matmul_peak and device != "cpu":
-        from seqtool.errors import UsageError
+    _check_device_options(device, cell, matmul_peak, persistent)
+    from seqtool.diagnostics.bench import BenchConfig, check_compare
 
-        raise UsageError("--matmul-peak measures NumPy's CPU matmul; use it with --device cpu")
-    if persistent != "auto" and (device != "cuda" or cell != "lstm"):
-        from seqtool.errors import UsageError
-
-        raise UsageError("--persistent chooses between CUDA LSTM kernels: use it with --device cuda --cell lstm")
-
-    from seqtool.diagnostics.bench import BenchConfig, check_compare, matmul_peak as measure_peak, run
-
-    out = Reporter(quiet=quiet, json_output=json_output)
     cfg = BenchConfig(cell=cell, hidden=hidden, batch=batch, seq_len=seq_len, input_size=input_size,
                       layers=layers, bidirectional=bidirectional, nonlinearity=nonlinearity,
                       gru_form=gru_form, steps=steps, warmup=warmup,
                       seed=0 if seed is None else seed)
     cfg.validate()
     check_compare(cfg, compare)
-    out.info(f"bench {_shape(cfg)}: {warmup} warm-up + {steps} timed steps"
+    _run_and_print(cfg, compare, persistent, matmul_peak, device,
+                   Reporter(quiet=quiet, json_output=json_output))
+
+
+def _check_device_options(device: str, cell: str, matmul_peak: bool, persistent: str) -> None:
+    from seqtool.errors import UsageError
+
+    if matmul_peak and device != "cpu":
+        raise UsageError("--matmul-peak measures NumPy's CPU matmul; use it with --device cpu")
+    if persistent != "auto" and (device != "cuda" or cell != "lstm"):
+        raise UsageError("--persistent chooses between CUDA LSTM kernels: use it with --device cuda --cell lstm")
+
+
+def _run_and_print(cfg, compare, persistent: str, matmul_peak: bool, device: str, out: Reporter) -> None:
+    from seqtool.diagnostics.bench import matmul_peak as measure_peak, run
+
+    out.info(f"bench {_shape(cfg)}: {cfg.warmup} warm-up + {cfg.steps} timed steps"
              + (" (interleaved with PyTorch)" if compare else ""))
-    with out.progress("steps", total=warmup + steps, transient=True) as bar:
+    with out.progress("steps", total=cfg.warmup + cfg.steps, transient=True) as bar:
         rec = run(cfg, compare=compare, on_step=lambda i: bar.advance(), device=device,
                   persistent=persistent)
-    if device == "cuda" and cell == "lstm":
+    if device == "cuda" and cfg.cell == "lstm":
         rec["persistent"] = persistent
     if matmul_peak:
         rec["matmul_gflops"] = measure_peak()
         rec["fraction_of_peak"] = rec["gflops"] / rec["matmul_gflops"]
-    if json_output:
+    if out.json_output:
         emit_json(rec)
         return
     for line in _text(rec, cfg):

@@ -194,6 +194,22 @@ def torch_step(cfg: BenchConfig, threads: int, state_dict: dict | None = None, d
     return step, model
 
 
+def _alternate(ours, theirs, warmup: int, steps: int, on_step=None) -> tuple[list, list]:
+    """Step times of ours and (when given) theirs, run one after the other at every step so both
+    see the same machine state; the first ``warmup`` steps are not kept."""
+    times, torch_times = [], []
+    for i in range(warmup + steps):
+        t = _timed(ours)
+        tt = _timed(theirs) if theirs is not None else None
+        if i >= warmup:
+            times.append(t)
+            if tt is not None:
+                torch_times.append(tt)
+        if on_step is not None:
+            on_step(i)
+    return times, torch_times
+
+
 def _timed(step: Callable[[], None]) -> float:
     t0 = time.perf_counter()
     step()
@@ -229,16 +245,7 @@ def _run(cfg, compare, on_step, model, device) -> dict:
     theirs = None
     if compare == "torch":
         theirs, _ = torch_step(cfg, threads, model.state_dict(), device)
-    times, torch_times = [], []
-    for i in range(cfg.warmup + cfg.steps):
-        t = _timed(ours)
-        tt = _timed(theirs) if theirs is not None else None
-        if i >= cfg.warmup:
-            times.append(t)
-            if tt is not None:
-                torch_times.append(tt)
-        if on_step is not None:
-            on_step(i)
+    times, torch_times = _alternate(ours, theirs, cfg.warmup, cfg.steps, on_step)
     flops = step_flops(cfg)
     step_s = statistics.median(times)
     tokens = cfg.batch * cfg.seq_len
@@ -370,16 +377,7 @@ def run_charlm(cfg: CharlmBenchConfig, compare: str | None = None,
     threads = kernels.num_threads()
     ours, model = charlm_seqtool_step(cfg)
     theirs = charlm_torch_step(cfg, threads, model.state_dict())[0] if compare == "torch" else None
-    times, torch_times = [], []
-    for i in range(cfg.warmup + cfg.steps):
-        t = _timed(ours)
-        tt = _timed(theirs) if theirs is not None else None
-        if i >= cfg.warmup:
-            times.append(t)
-            if tt is not None:
-                torch_times.append(tt)
-        if on_step is not None:
-            on_step(i)
+    times, torch_times = _alternate(ours, theirs, cfg.warmup, cfg.steps, on_step)
     chars = cfg.batch * cfg.seq_len
     step_s = statistics.median(times)
     rec = {"task": "charlm", **asdict(cfg), "device": "cpu", "threads": threads, "step_s": step_s,
