@@ -11,7 +11,7 @@ The recurrence runs as one persistent launch per pass (persistent_gru.py); with 
 "steps", each step: GEMM(s) through the array module, fused kernels with a thread per (j, n).
 """
 from seqtool.kernels.cuda import common, persistent_gru, settings
-from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
+from seqtool.kernels.cuda.common import grid, kernel_cache, steps
 
 # numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
 # for its fake (a closure variable would keep the real module).
@@ -126,13 +126,11 @@ def _kernels(dtype):
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nthreads):
     """Returns y (T, N, H) and what backward needs: h (T+1, N, H), gates (3H, T, N), hn (H, T, N)."""
     cu, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h0.shape[1]
-    gates = (w_ih @ x.reshape(T * N, D).T).reshape(3 * H, T, N)  # all steps' input projection
+    gates = common.project_inputs(x, w_ih)
     hn = xp.empty((H, T, N), x.dtype)
-    h = xp.empty((T + 1, N, H), x.dtype)
-    y = xp.empty((T, N, H), x.dtype)
-    h[T if reverse else 0] = h0
+    h, y = common.start_chain(x, h0, reverse, xp)
     if settings.current().whole_sequence:
         persistent_gru.run(gates, b_ih, b_hh, w_hh, h, hn, y, lengths, reverse, reset_after)
         return y, h, gates, hn
@@ -141,8 +139,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
     w_hn = w_hh[2 * H:]
     launch = grid(N * H)
     ra = bool(reset_after)
-    for t in time_order(T, reverse):
-        prev, cur = step_slots(t, reverse)
+    for t, prev, cur in steps(T, reverse):
         rec = w_h @ h[prev].T  # (3H or 2H, N)
         forward_rz[launch](gates, rec, b_ih, b_hh, h, hn, lengths, t, prev, ra)
         rec_n = rec if reset_after else w_hn @ hn[:, t]  # classic: W_hn (r * h)^T, (H, N)
@@ -153,7 +150,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
 def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy, dh_n, need_dx, nthreads):
     """Returns dx (T, N, D), dh0 (N, H), dw_ih (3H, D), dw_hh (3H, H), db_ih, db_hh (3H,)."""
     cu, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h.shape[2]
     dgx = xp.empty((3 * H, T, N), x.dtype)
     dgh = xp.empty((3 * H, T, N), x.dtype)
@@ -162,15 +159,12 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
         persistent_gru.run_backward(dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after)
     else:
         _steps_backward(x.dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after)
-    gx2 = dgx.reshape(3 * H, T * N)
+    dx, dw_ih, gx2 = common.input_grads(x, w_ih, dgx, need_dx, xp)
     gh2 = dgh.reshape(3 * H, T * N)
-    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    dw_hh = gh2 @ h_in
+    dw_hh = gh2 @ common.states_in(h, reverse)
     if not reset_after:
         dw_hh[2 * H:] = gh2[2 * H:] @ hn.reshape(H, T * N).T  # W_hn multiplies r * h, not h
-    dx = (gx2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
-    return (dx, xp.ascontiguousarray(dh.T), gx2 @ x.reshape(T * N, D), dw_hh, gx2.sum(axis=1),
-            gh2.sum(axis=1))
+    return dx, xp.ascontiguousarray(dh.T), dw_ih, dw_hh, gx2.sum(axis=1), gh2.sum(axis=1)
 
 
 def _steps_backward(dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after):
@@ -182,8 +176,7 @@ def _steps_backward(dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, revers
     w_hrz_t, w_hn_t = w_hh_t[:, :2 * H], w_hh_t[:, 2 * H:]
     launch = grid(N * H)
     ra = bool(reset_after)
-    for t in time_order(T, not reverse):
-        prev, _ = step_slots(t, reverse)
+    for t, prev, _ in steps(T, reverse, backward=True):
         backward_a[launch](dgx, dgh, dh, gates, hn, h, dy, lengths, t, prev, ra)
         if reset_after:
             dh_rec = w_hh_t @ dgh[:, t]
