@@ -146,6 +146,22 @@ def activations(dtype):
     return one, sigm, tanh_
 
 
+@kernel_cache
+def cell_of():
+    """Device function cell(k, N, H) -> (j, n): the unit and batch row of thread k of a per-step
+    kernel, n fastest so that gate-major (H, N) reads coalesce; j == H for the threads past N * H."""
+    cu = cuda()
+
+    @cu.jit(device=True)
+    def cell(k, N, H):
+        if k >= N * H:
+            return H, 0
+        j = k // N
+        return j, k - j * N
+
+    return cell
+
+
 def numba_type(dtype):
     """The Numba scalar type of a NumPy float dtype (for shared-memory arrays)."""
     from numba import types

@@ -22,18 +22,17 @@ cuda = None
 def _kernels(dtype):
     global cuda
     cu = cuda = common.cuda()
+    cell = common.cell_of()
     one, sigm, tanh_ = common.activations(dtype)
 
     @cu.jit
     def forward_rz(gates, rec, b_ih, b_hh, h, hn, lengths, t, prev, reset_after):
         # r, z from the input projection and rec (3H or 2H, N) = W_h h_{t-1}^T;
         # hn: W_hn h + b_hn (reset_after) or r * h_{t-1} (classic: the next GEMM's input).
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(3):
                 gates[q * H + j, t, n] = 0
@@ -50,12 +49,10 @@ def _kernels(dtype):
     @cu.jit
     def forward_n(gates, rec_n, b_ih, b_hh, h, hn, y, lengths, t, prev, cur, reset_after):
         # rec_n (H, N) = W_hn (r * h_{t-1})^T, classic form only (unused otherwise).
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             h[cur, n, j] = h[prev, n, j]
             y[t, n, j] = 0
@@ -74,12 +71,10 @@ def _kernels(dtype):
     def backward_a(dgx, dgh, dh, gates, hn, h, dy, lengths, t, prev, reset_after):
         # dgx: gradients of the input-side pre-activations, dgh: of the hidden-side ones.
         # dh (H, N) leaves holding the direct path dh_t * z; the GEMM terms are added after.
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(3):
                 dgx[q * H + j, t, n] = 0
@@ -106,12 +101,10 @@ def _kernels(dtype):
     @cu.jit
     def backward_r(dgx, dgh, dh, d_rh, gates, h, lengths, t, prev):
         # Classic form: d_rh (H, N) = W_hn^T dn_pre is the gradient of r * h_{t-1}.
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             return
         r_ = gates[j, t, n]

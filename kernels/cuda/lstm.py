@@ -21,17 +21,16 @@ cuda = None
 def _kernels(dtype):
     global cuda
     cu = cuda = common.cuda()
+    cell = common.cell_of()
     unit_forward, unit_backward = common.lstm_unit(dtype)
 
     @cu.jit
     def forward_step(gates, rec, b, h, c, y, lengths, t, prev, cur):
         # gates[:, t] (4H, N): input projection in, activated gates out
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(4):
                 gates[q * H + j, t, n] = 0
@@ -55,12 +54,10 @@ def _kernels(dtype):
     def backward_step(dgates, dh, dc, gates, c, dy, lengths, t, prev, cur):
         # dh, dc (H, N): gradients carried into step t. dc leaves as the one reaching c_{t-1};
         # dh is replaced afterwards by (W_hh^T dgates_t) on the valid rows (common.merge_rows).
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(4):
                 dgates[q * H + j, t, n] = 0  # padding: the carried gradients pass through

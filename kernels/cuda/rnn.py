@@ -19,18 +19,17 @@ cuda = None
 def _kernels(dtype):
     global cuda
     cu = cuda = common.cuda()
+    cell = common.cell_of()
     one, sigm, tanh_ = common.activations(dtype)
     zero = one - one
 
     @cu.jit
     def forward_step(act, rec, b, h, y, lengths, t, prev, cur, relu):
         # act[:, t] (H, N): input projection in, activation out; rec (H, N) = W_hh h_{t-1}^T
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             act[j, t, n] = 0
             h[cur, n, j] = h[prev, n, j]
@@ -45,12 +44,10 @@ def _kernels(dtype):
     @cu.jit
     def backward_step(dpre, dh, act, dy, lengths, t, relu):
         # dh (H, N): gradient carried into step t; replaced afterwards by W_hh^T dpre_t.
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             dpre[j, t, n] = 0  # padding: dh passes through unchanged
             return
