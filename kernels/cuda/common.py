@@ -76,6 +76,43 @@ def time_order(T, reverse):
     return range(T - 1, -1, -1) if reverse else range(T)
 
 
+def steps(T, reverse, backward=False):
+    """(t, prev, cur) for each step in sweep order; a backward sweep runs opposite to the forward one."""
+    for t in time_order(T, reverse != backward):
+        yield (t,) + step_slots(t, reverse)
+
+
+def project_inputs(x, w_ih):
+    """All steps' input projection W_ih x_t at once, gate-major: (rows of w_ih, T, N)."""
+    T, N, D = x.shape
+    return (w_ih @ x.reshape(T * N, D).T).reshape(w_ih.shape[0], T, N)
+
+
+def start_chain(x, h0, reverse, xp):
+    """The state chain h (T+1, N, H) holding h0 in the slot read first, and the output y (T, N, H)."""
+    T, N, _ = x.shape
+    H = h0.shape[1]
+    h = xp.empty((T + 1, N, H), x.dtype)
+    y = xp.empty((T, N, H), x.dtype)
+    h[T if reverse else 0] = h0
+    return h, y
+
+
+def input_grads(x, w_ih, d, need_dx, xp):
+    """From the pre-activation gradients d (G, T, N): dx (T, N, D) (empty unless need_dx),
+    dw_ih (G, D) and d as a (G, T*N) matrix for the remaining weight gradients."""
+    T, N, D = x.shape
+    d2 = d.reshape(d.shape[0], T * N)
+    dx = (d2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
+    return dx, d2 @ x.reshape(T * N, D), d2
+
+
+def states_in(h, reverse):
+    """The states that fed each step, (T*N, H): the rows dW_hh is summed over."""
+    T = h.shape[0] - 1
+    return (h[1:] if reverse else h[:T]).reshape(T * h.shape[1], h.shape[2])
+
+
 def kernel_cache(builder):
     """Memoize a kernel builder on its (hashable) arguments, typically the numpy dtype."""
     return functools.lru_cache(maxsize=None)(builder)
@@ -107,6 +144,22 @@ def activations(dtype):
         return math.tanh(v)
 
     return one, sigm, tanh_
+
+
+@kernel_cache
+def cell_of():
+    """Device function cell(k, N, H) -> (j, n): the unit and batch row of thread k of a per-step
+    kernel, n fastest so that gate-major (H, N) reads coalesce; j == H for the threads past N * H."""
+    cu = cuda()
+
+    @cu.jit(device=True)
+    def cell(k, N, H):
+        if k >= N * H:
+            return H, 0
+        j = k // N
+        return j, k - j * N
+
+    return cell
 
 
 def numba_type(dtype):

@@ -11,7 +11,7 @@ The recurrence runs as one persistent launch per pass (persistent_gru.py); with 
 "steps", each step: GEMM(s) through the array module, fused kernels with a thread per (j, n).
 """
 from seqtool.kernels.cuda import common, persistent_gru, settings
-from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
+from seqtool.kernels.cuda.common import grid, kernel_cache, steps
 
 # numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
 # for its fake (a closure variable would keep the real module).
@@ -22,18 +22,17 @@ cuda = None
 def _kernels(dtype):
     global cuda
     cu = cuda = common.cuda()
+    cell = common.cell_of()
     one, sigm, tanh_ = common.activations(dtype)
 
     @cu.jit
     def forward_rz(gates, rec, b_ih, b_hh, h, hn, lengths, t, prev, reset_after):
         # r, z from the input projection and rec (3H or 2H, N) = W_h h_{t-1}^T;
         # hn: W_hn h + b_hn (reset_after) or r * h_{t-1} (classic: the next GEMM's input).
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(3):
                 gates[q * H + j, t, n] = 0
@@ -50,12 +49,10 @@ def _kernels(dtype):
     @cu.jit
     def forward_n(gates, rec_n, b_ih, b_hh, h, hn, y, lengths, t, prev, cur, reset_after):
         # rec_n (H, N) = W_hn (r * h_{t-1})^T, classic form only (unused otherwise).
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             h[cur, n, j] = h[prev, n, j]
             y[t, n, j] = 0
@@ -74,12 +71,10 @@ def _kernels(dtype):
     def backward_a(dgx, dgh, dh, gates, hn, h, dy, lengths, t, prev, reset_after):
         # dgx: gradients of the input-side pre-activations, dgh: of the hidden-side ones.
         # dh (H, N) leaves holding the direct path dh_t * z; the GEMM terms are added after.
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(3):
                 dgx[q * H + j, t, n] = 0
@@ -106,12 +101,10 @@ def _kernels(dtype):
     @cu.jit
     def backward_r(dgx, dgh, dh, d_rh, gates, h, lengths, t, prev):
         # Classic form: d_rh (H, N) = W_hn^T dn_pre is the gradient of r * h_{t-1}.
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             return
         r_ = gates[j, t, n]
@@ -126,13 +119,11 @@ def _kernels(dtype):
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nthreads):
     """Returns y (T, N, H) and what backward needs: h (T+1, N, H), gates (3H, T, N), hn (H, T, N)."""
     cu, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h0.shape[1]
-    gates = (w_ih @ x.reshape(T * N, D).T).reshape(3 * H, T, N)  # all steps' input projection
+    gates = common.project_inputs(x, w_ih)
     hn = xp.empty((H, T, N), x.dtype)
-    h = xp.empty((T + 1, N, H), x.dtype)
-    y = xp.empty((T, N, H), x.dtype)
-    h[T if reverse else 0] = h0
+    h, y = common.start_chain(x, h0, reverse, xp)
     if settings.current().whole_sequence:
         persistent_gru.run(gates, b_ih, b_hh, w_hh, h, hn, y, lengths, reverse, reset_after)
         return y, h, gates, hn
@@ -141,8 +132,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
     w_hn = w_hh[2 * H:]
     launch = grid(N * H)
     ra = bool(reset_after)
-    for t in time_order(T, reverse):
-        prev, cur = step_slots(t, reverse)
+    for t, prev, cur in steps(T, reverse):
         rec = w_h @ h[prev].T  # (3H or 2H, N)
         forward_rz[launch](gates, rec, b_ih, b_hh, h, hn, lengths, t, prev, ra)
         rec_n = rec if reset_after else w_hn @ hn[:, t]  # classic: W_hn (r * h)^T, (H, N)
@@ -153,7 +143,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
 def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy, dh_n, need_dx, nthreads):
     """Returns dx (T, N, D), dh0 (N, H), dw_ih (3H, D), dw_hh (3H, H), db_ih, db_hh (3H,)."""
     cu, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h.shape[2]
     dgx = xp.empty((3 * H, T, N), x.dtype)
     dgh = xp.empty((3 * H, T, N), x.dtype)
@@ -162,15 +152,12 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
         persistent_gru.run_backward(dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after)
     else:
         _steps_backward(x.dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after)
-    gx2 = dgx.reshape(3 * H, T * N)
+    dx, dw_ih, gx2 = common.input_grads(x, w_ih, dgx, need_dx, xp)
     gh2 = dgh.reshape(3 * H, T * N)
-    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    dw_hh = gh2 @ h_in
+    dw_hh = gh2 @ common.states_in(h, reverse)
     if not reset_after:
         dw_hh[2 * H:] = gh2[2 * H:] @ hn.reshape(H, T * N).T  # W_hn multiplies r * h, not h
-    dx = (gx2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
-    return (dx, xp.ascontiguousarray(dh.T), gx2 @ x.reshape(T * N, D), dw_hh, gx2.sum(axis=1),
-            gh2.sum(axis=1))
+    return dx, xp.ascontiguousarray(dh.T), dw_ih, dw_hh, gx2.sum(axis=1), gh2.sum(axis=1)
 
 
 def _steps_backward(dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, reverse, reset_after):
@@ -182,8 +169,7 @@ def _steps_backward(dtype, dgx, dgh, dh, gates, hn, h, dy, w_hh, lengths, revers
     w_hrz_t, w_hn_t = w_hh_t[:, :2 * H], w_hh_t[:, 2 * H:]
     launch = grid(N * H)
     ra = bool(reset_after)
-    for t in time_order(T, not reverse):
-        prev, _ = step_slots(t, reverse)
+    for t, prev, _ in steps(T, reverse, backward=True):
         backward_a[launch](dgx, dgh, dh, gates, hn, h, dy, lengths, t, prev, ra)
         if reset_after:
             dh_rec = w_hh_t @ dgh[:, t]

@@ -10,7 +10,7 @@ The recurrence runs as one persistent launch per pass (persistent.py); with sett
 fused kernel with a thread per (j, n), n fastest, so that gate-major reads and writes coalesce.
 """
 from seqtool.kernels.cuda import common, persistent, settings
-from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
+from seqtool.kernels.cuda.common import grid, kernel_cache, steps
 
 # numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
 # for its fake (a closure variable would keep the real module).
@@ -21,17 +21,16 @@ cuda = None
 def _kernels(dtype):
     global cuda
     cu = cuda = common.cuda()
+    cell = common.cell_of()
     unit_forward, unit_backward = common.lstm_unit(dtype)
 
     @cu.jit
     def forward_step(gates, rec, b, h, c, y, lengths, t, prev, cur):
         # gates[:, t] (4H, N): input projection in, activated gates out
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(4):
                 gates[q * H + j, t, n] = 0
@@ -55,12 +54,10 @@ def _kernels(dtype):
     def backward_step(dgates, dh, dc, gates, c, dy, lengths, t, prev, cur):
         # dh, dc (H, N): gradients carried into step t. dc leaves as the one reaching c_{t-1};
         # dh is replaced afterwards by (W_hh^T dgates_t) on the valid rows (common.merge_rows).
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             for q in range(4):
                 dgates[q * H + j, t, n] = 0  # padding: the carried gradients pass through
@@ -79,21 +76,18 @@ def _kernels(dtype):
 
 def _start(x, h0, c0, w_ih, H, reverse, xp):
     """The input projection of all steps, gate-major, and the chains with their initial slot."""
-    T, N, D = x.shape
-    gates = (w_ih @ x.reshape(T * N, D).T).reshape(4 * H, T, N)  # (4H, T, N)
-    h = xp.empty((T + 1, N, H), x.dtype)
+    T, N, _ = x.shape
+    gates = common.project_inputs(x, w_ih)  # (4H, T, N)
+    h, y = common.start_chain(x, h0, reverse, xp)
     c = xp.empty((T + 1, H, N), x.dtype)
-    y = xp.empty((T, N, H), x.dtype)
-    first = T if reverse else 0
-    h[first] = h0
-    c[first] = c0.T
+    c[T if reverse else 0] = c0.T
     return gates, h, c, y
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
     """Returns y (T, N, H) and what backward needs: h (T+1, N, H), c (T+1, H, N), gates (4H, T, N)."""
     _, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h0.shape[1]
     gates, h, c, y = _start(x, h0, c0, w_ih, H, reverse, xp)
 
@@ -102,8 +96,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
         return y, h, c, gates
     forward_step, _ = _kernels(x.dtype)
     launch = grid(N * H)
-    for t in time_order(T, reverse):
-        prev, cur = step_slots(t, reverse)
+    for t, prev, cur in steps(T, reverse):
         rec = w_hh @ h[prev].T  # (4H, N)
         forward_step[launch](gates, rec, b, h, c, y, lengths, t, prev, cur)
     return y, h, c, gates
@@ -112,7 +105,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
 def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, need_dx, nthreads):
     """Returns dx (T, N, D), dh0, dc0 (N, H), dw_ih (4H, D), dw_hh (4H, H), db (4H,)."""
     _, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h.shape[2]
     dgates = xp.empty((4 * H, T, N), x.dtype)  # gradients of the gate pre-activations
     dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
@@ -124,12 +117,9 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
         _, backward_step = _kernels(x.dtype)
         w_hh_t = xp.ascontiguousarray(w_hh.T)  # (H, 4H)
         launch = grid(N * H)
-        for t in time_order(T, not reverse):  # the opposite order of the forward sweep
-            prev, cur = step_slots(t, reverse)
+        for t, prev, cur in steps(T, reverse, backward=True):
             backward_step[launch](dgates, dh, dc, gates, c, dy, lengths, t, prev, cur)
             common.merge_rows(dh, w_hh_t @ dgates[:, t], lengths, t, False, batch_axis=1)
-    dg2 = dgates.reshape(4 * H, T * N)
-    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)  # the states that fed each step
-    dx = (dg2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
-    return (dx, xp.ascontiguousarray(dh.T), xp.ascontiguousarray(dc.T), dg2 @ x.reshape(T * N, D),
-            dg2 @ h_in, dg2.sum(axis=1))
+    dx, dw_ih, dg2 = common.input_grads(x, w_ih, dgates, need_dx, xp)
+    return (dx, xp.ascontiguousarray(dh.T), xp.ascontiguousarray(dc.T), dw_ih,
+            dg2 @ common.states_in(h, reverse), dg2.sum(axis=1))

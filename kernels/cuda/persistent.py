@@ -84,11 +84,13 @@ def fits(G, H, ub, vpb, dtype):
 def parts(dtype, G, H, NVB, UB, VPB, STAGED, GRID_SYNC):
     """What every persistent kernel is built from: numba.cuda (also set as this module's
     `cuda`), the dtype's `one`, the shared-memory element type, and device functions:
-      unit_at        unit_of
+      owned(k, N, blk, nblk) -> (n, lv, u, j, mine): the unit (lv, u) = global unit j and batch
+                     row n of a block's k-th (unit, row) pair; mine: it exists (j < H)
       stage_rows     the G gate rows of W_hh (G*H, H) of a block's units -> shared (forward)
       stage_cols     the columns of W_hh of a block's units -> shared (backward)
       row(w_s, w, lv, srow, grow, m)   W_hh[grow, m] of a forward row (staged or global)
-      col(w_s, w, lv, u, q, m)         W_hh[q, m] of a backward column (staged or global)
+      col_dot(w_s, w, d, lv, u, m, q0, q1, t, n)   sum over q in [q0, q1) of W_hh[q, m] d[q, t, n]
+                                                   (the backward column staged or global)
       barrier()      grid sync (GRID_SYNC) or syncthreads (one block)
     and the shared arrays' shapes (a dummy (1, 1, 1) when not STAGED)."""
     global cuda
@@ -126,10 +128,21 @@ def parts(dtype, G, H, NVB, UB, VPB, STAGED, GRID_SYNC):
         return w[grow, m]
 
     @cu.jit(device=True)
-    def col(w_s, w, lv, u, q, m):
-        if STAGED:
-            return w_s[lv, u, q]
-        return w[q, m]
+    def owned(k, N, blk, nblk):
+        lu, n = k // N, k % N
+        lv, u = lu // UB, lu % UB
+        vb, j = unit_at(blk, nblk, lv, u, NVB)
+        return n, lv, u, j, vb < NVB and j < H
+
+    @cu.jit(device=True)
+    def col_dot(w_s, w, d, lv, u, m, q0, q1, t, n):
+        acc = one - one  # dtype-typed zero
+        for q in range(q0, q1):
+            if STAGED:
+                acc += w_s[lv, u, q] * d[q, t, n]
+            else:
+                acc += w[q, m] * d[q, t, n]
+        return acc
 
     if GRID_SYNC:
         @cu.jit(device=True)
@@ -140,7 +153,7 @@ def parts(dtype, G, H, NVB, UB, VPB, STAGED, GRID_SYNC):
         def barrier():
             cuda.syncthreads()
 
-    return (cu, one, common.numba_type(dtype), unit_at, stage_rows, stage_cols, row, col, barrier,
+    return (cu, one, common.numba_type(dtype), owned, stage_rows, stage_cols, row, col_dot, barrier,
             rows_shape, cols_shape)
 
 
@@ -223,7 +236,7 @@ def _refused(err) -> bool:
 
 @common.kernel_cache
 def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
-    (cu, one, ty, unit_at, stage_rows, _, row, _, barrier,
+    (cu, one, ty, owned, stage_rows, _, row, _, barrier,
      W_SHAPE, _) = parts(dtype, 4, H, NVB, UB, VPB, STAGED, GRID_SYNC)
     unit_forward = common.lstm_unit(dtype)[0]
 
@@ -239,10 +252,8 @@ def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
             t = T - 1 - s if reverse else s
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
             for k in range(tid, VPB * UB * N, nt):  # owned units (lu, n), n fastest
-                lu, n = k // N, k % N
-                lv, u = lu // UB, lu % UB
-                vb, j = unit_at(blk, nblk, lv, u, NVB)
-                if vb < NVB and j < H:
+                n, lv, u, j, mine = owned(k, N, blk, nblk)
+                if mine:
                     if t >= lengths[n]:  # padding: the state carries over
                         for q in range(4):
                             gates[q * H + j, t, n] = 0
@@ -286,7 +297,7 @@ def run(gates, b, w_hh, h, c, y, lengths, reverse):
 
 @common.kernel_cache
 def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
-    (cu, one, ty, unit_at, _, stage_cols, _, col, barrier,
+    (cu, one, ty, owned, _, stage_cols, _, col_dot, barrier,
      _, W_SHAPE) = parts(dtype, 4, H, NVB, UB, VPB, STAGED, GRID_SYNC)
     unit_backward = common.lstm_unit(dtype)[1]
 
@@ -303,9 +314,8 @@ def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
             t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
             for k in range(tid, VPB * UB * N, nt):  # phase 1: gate gradients of units (j, n)
-                lu, n = k // N, k % N
-                vb, j = unit_at(blk, nblk, lu // UB, lu % UB, NVB)
-                if vb < NVB and j < H:
+                n, _, _, j, mine = owned(k, N, blk, nblk)
+                if mine:
                     if t >= lengths[n]:  # padding: dh and dc pass through
                         for q in range(4):
                             dgates[q * H + j, t, n] = 0
@@ -321,14 +331,9 @@ def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
                         dgates[3 * H + j, t, n] = d_o
             barrier()  # every gate gradient of step t is written
             for k in range(tid, VPB * UB * N, nt):  # phase 2: dh_{t-1} of units (m, n)
-                lu, n = k // N, k % N
-                lv, u = lu // UB, lu % UB
-                vb, m = unit_at(blk, nblk, lv, u, NVB)
-                if vb < NVB and m < H and t < lengths[n]:
-                    acc = one - one  # dtype-typed zero
-                    for q in range(4 * H):
-                        acc += col(w_s, w_hh, lv, u, q, m) * dgates[q, t, n]
-                    dh[m, n] = acc
+                n, lv, u, m, mine = owned(k, N, blk, nblk)
+                if mine and t < lengths[n]:
+                    dh[m, n] = col_dot(w_s, w_hh, dgates, lv, u, m, 0, 4 * H, t, n)
 
     return lstm_persistent_backward
 

@@ -16,7 +16,7 @@ cuda = None
 @common.kernel_cache
 def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
     global cuda
-    (cu, one, ty, unit_at, stage_rows, _, row, _, barrier,
+    (cu, one, ty, owned, stage_rows, _, row, _, barrier,
      W_SHAPE, _) = persistent.parts(dtype, 3, H, NVB, UB, VPB, STAGED, GRID_SYNC)
     cuda = cu
     _, sigm, tanh_ = common.activations(dtype)
@@ -32,10 +32,8 @@ def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
             t = T - 1 - s if reverse else s
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
             for k in range(tid, VPB * UB * N, nt):  # r, z (and n, h when reset_after)
-                lu, n = k // N, k % N
-                lv, u = lu // UB, lu % UB
-                vb, j = unit_at(blk, nblk, lv, u, NVB)
-                if vb < NVB and j < H:
+                n, lv, u, j, mine = owned(k, N, blk, nblk)
+                if mine:
                     if t >= lengths[n]:  # padding: the state carries over
                         for q in range(3):
                             gates[q * H + j, t, n] = 0
@@ -68,10 +66,8 @@ def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
             barrier()  # reset_after: all of h_t written; classic: every r * h_{t-1} written
             if not reset_after:
                 for k in range(tid, VPB * UB * N, nt):  # classic: n = tanh(... + W_hn (r * h))
-                    lu, n = k // N, k % N
-                    lv, u = lu // UB, lu % UB
-                    vb, j = unit_at(blk, nblk, lv, u, NVB)
-                    if vb < NVB and j < H and t < lengths[n]:
+                    n, lv, u, j, mine = owned(k, N, blk, nblk)
+                    if mine and t < lengths[n]:
                         a_n = b_hh[2 * H + j]
                         for m in range(H):
                             a_n += row(w_s, w_hh, lv, 2 * UB + u, 2 * H + j, m) * hn[m, t, n]
@@ -97,7 +93,7 @@ def run(gates, b_ih, b_hh, w_hh, h, hn, y, lengths, reverse, reset_after):
 @common.kernel_cache
 def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
     global cuda
-    (cu, one, ty, unit_at, _, stage_cols, _, col, barrier,
+    (cu, one, ty, owned, _, stage_cols, _, col_dot, barrier,
      _, W_SHAPE) = persistent.parts(dtype, 3, H, NVB, UB, VPB, STAGED, GRID_SYNC)
     cuda = cu
 
@@ -110,14 +106,12 @@ def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
         blk, nblk = cuda.blockIdx.x, cuda.gridDim.x
         w_s = cuda.shared.array(W_SHAPE, ty)  # column m of W_hh of each owned unit m
         stage_cols(w_s, w_hh, blk, nblk, tid, nt)
-        zero = one - one
         for s in range(T):
             t = s if reverse else T - 1 - s
             prev = t + 1 if reverse else t
             for k in range(tid, VPB * UB * N, nt):  # phase 1: gate gradients of units (j, n)
-                lu, n = k // N, k % N
-                vb, j = unit_at(blk, nblk, lu // UB, lu % UB, NVB)
-                if vb < NVB and j < H:
+                n, _, _, j, mine = owned(k, N, blk, nblk)
+                if mine:
                     if t >= lengths[n]:  # padding: dh passes through
                         for q in range(3):
                             dgx[q * H + j, t, n] = 0
@@ -141,13 +135,9 @@ def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
             barrier()  # every gradient of phase 1 is written
             if not reset_after:
                 for k in range(tid, VPB * UB * N, nt):  # phase 2: r through W_hn^T (dn_pre)
-                    lu, n = k // N, k % N
-                    lv, u = lu // UB, lu % UB
-                    vb, j = unit_at(blk, nblk, lv, u, NVB)
-                    if vb < NVB and j < H and t < lengths[n]:
-                        d_rh = zero
-                        for q in range(H):
-                            d_rh += col(w_s, w_hh, lv, u, 2 * H + q, j) * dgx[2 * H + q, t, n]
+                    n, lv, u, j, mine = owned(k, N, blk, nblk)
+                    if mine and t < lengths[n]:
+                        d_rh = col_dot(w_s, w_hh, dgx, lv, u, j, 2 * H, 3 * H, t, n)
                         r_ = gates[j, t, n]
                         dr = d_rh * h[prev, n, j] * r_ * (one - r_)
                         dgx[j, t, n] = dr
@@ -155,18 +145,12 @@ def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
                         dh[j, n] += d_rh * r_
                 barrier()  # every r gradient is written
             for k in range(tid, VPB * UB * N, nt):  # phase 3: dh_{t-1} += W_h^T (gate gradients)
-                lu, n = k // N, k % N
-                lv, u = lu // UB, lu % UB
-                vb, m = unit_at(blk, nblk, lv, u, NVB)
-                if vb < NVB and m < H and t < lengths[n]:
-                    acc = zero
+                n, lv, u, m, mine = owned(k, N, blk, nblk)
+                if mine and t < lengths[n]:
                     if reset_after:
-                        for q in range(3 * H):
-                            acc += col(w_s, w_hh, lv, u, q, m) * dgh[q, t, n]
+                        dh[m, n] += col_dot(w_s, w_hh, dgh, lv, u, m, 0, 3 * H, t, n)
                     else:  # W_hn multiplies r * h: its share came in phase 2
-                        for q in range(2 * H):
-                            acc += col(w_s, w_hh, lv, u, q, m) * dgx[q, t, n]
-                    dh[m, n] += acc
+                        dh[m, n] += col_dot(w_s, w_hh, dgx, lv, u, m, 0, 2 * H, t, n)
 
     return gru_persistent_backward
 

@@ -12,7 +12,7 @@ cuda = None
 @common.kernel_cache
 def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
     global cuda
-    (cu, one, ty, unit_at, stage_rows, _, row, _, barrier,
+    (cu, one, ty, owned, stage_rows, _, row, _, barrier,
      W_SHAPE, _) = persistent.parts(dtype, 1, H, NVB, UB, VPB, STAGED, GRID_SYNC)
     cuda = cu
     tanh_ = common.activations(dtype)[2]
@@ -29,10 +29,8 @@ def _kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
             t = T - 1 - s if reverse else s
             prev, cur = (t + 1, t) if reverse else (t, t + 1)
             for k in range(tid, VPB * UB * N, nt):  # owned units (lu, n), n fastest
-                lu, n = k // N, k % N
-                lv, u = lu // UB, lu % UB
-                vb, j = unit_at(blk, nblk, lv, u, NVB)
-                if vb < NVB and j < H:
+                n, lv, u, j, mine = owned(k, N, blk, nblk)
+                if mine:
                     if t >= lengths[n]:  # padding: the state carries over
                         act[j, t, n] = 0
                         h[cur, n, j] = h[prev, n, j]
@@ -61,7 +59,7 @@ def run(act, b, w_hh, h, y, lengths, reverse, relu):
 @common.kernel_cache
 def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
     global cuda
-    (cu, one, ty, unit_at, _, stage_cols, _, col, barrier,
+    (cu, one, ty, owned, _, stage_cols, _, col_dot, barrier,
      _, W_SHAPE) = persistent.parts(dtype, 1, H, NVB, UB, VPB, STAGED, GRID_SYNC)
     cuda = cu
 
@@ -77,9 +75,8 @@ def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
         for s in range(T):
             t = s if reverse else T - 1 - s
             for k in range(tid, VPB * UB * N, nt):  # phase 1: pre-activation gradients
-                lu, n = k // N, k % N
-                vb, j = unit_at(blk, nblk, lu // UB, lu % UB, NVB)
-                if vb < NVB and j < H:
+                n, _, _, j, mine = owned(k, N, blk, nblk)
+                if mine:
                     if t >= lengths[n]:  # padding: dh passes through
                         dpre[j, t, n] = 0
                     else:
@@ -91,14 +88,9 @@ def _backward_kernel(dtype, H, NVB, UB, VPB, STAGED, GRID_SYNC):
                             dpre[j, t, n] = g * (one - a * a)
             barrier()  # every gradient of step t is written
             for k in range(tid, VPB * UB * N, nt):  # phase 2: dh_{t-1} of units (m, n)
-                lu, n = k // N, k % N
-                lv, u = lu // UB, lu % UB
-                vb, m = unit_at(blk, nblk, lv, u, NVB)
-                if vb < NVB and m < H and t < lengths[n]:
-                    acc = zero
-                    for q in range(H):
-                        acc += col(w_s, w_hh, lv, u, q, m) * dpre[q, t, n]
-                    dh[m, n] = acc
+                n, lv, u, m, mine = owned(k, N, blk, nblk)
+                if mine and t < lengths[n]:
+                    dh[m, n] = col_dot(w_s, w_hh, dpre, lv, u, m, 0, H, t, n)
 
     return rnn_persistent_backward
 

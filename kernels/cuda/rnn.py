@@ -8,7 +8,7 @@ The recurrence runs as one persistent launch per pass (persistent_rnn.py); with 
 "steps", per step: one GEMM through the array module, one fused kernel with a thread per (j, n).
 """
 from seqtool.kernels.cuda import common, persistent_rnn, settings
-from seqtool.kernels.cuda.common import grid, kernel_cache, step_slots, time_order
+from seqtool.kernels.cuda.common import grid, kernel_cache, steps
 
 # numba.cuda, set on first build: the simulator swaps module globals that refer to numba.cuda
 # for its fake (a closure variable would keep the real module).
@@ -19,18 +19,17 @@ cuda = None
 def _kernels(dtype):
     global cuda
     cu = cuda = common.cuda()
+    cell = common.cell_of()
     one, sigm, tanh_ = common.activations(dtype)
     zero = one - one
 
     @cu.jit
     def forward_step(act, rec, b, h, y, lengths, t, prev, cur, relu):
         # act[:, t] (H, N): input projection in, activation out; rec (H, N) = W_hh h_{t-1}^T
-        k = cuda.grid(1)
         N, H = h.shape[1], h.shape[2]
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             act[j, t, n] = 0
             h[cur, n, j] = h[prev, n, j]
@@ -45,12 +44,10 @@ def _kernels(dtype):
     @cu.jit
     def backward_step(dpre, dh, act, dy, lengths, t, relu):
         # dh (H, N): gradient carried into step t; replaced afterwards by W_hh^T dpre_t.
-        k = cuda.grid(1)
         H, N = dh.shape
-        if k >= N * H:
+        j, n = cell(cuda.grid(1), N, H)
+        if j == H:
             return
-        j = k // N
-        n = k - j * N
         if t >= lengths[n]:
             dpre[j, t, n] = 0  # padding: dh passes through unchanged
             return
@@ -67,19 +64,16 @@ def _kernels(dtype):
 def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
     """Returns y (T, N, H) and what backward needs: h (T+1, N, H), a (H, T, N)."""
     cu, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h0.shape[1]
-    act = (w_ih @ x.reshape(T * N, D).T).reshape(H, T, N)  # all steps' input projection
-    h = xp.empty((T + 1, N, H), x.dtype)
-    y = xp.empty((T, N, H), x.dtype)
-    h[T if reverse else 0] = h0
+    act = common.project_inputs(x, w_ih)
+    h, y = common.start_chain(x, h0, reverse, xp)
     if settings.current().whole_sequence:
         persistent_rnn.run(act, b, w_hh, h, y, lengths, reverse, relu)
         return y, h, act
     forward_step, _ = _kernels(x.dtype)
     launch = grid(N * H)
-    for t in time_order(T, reverse):
-        prev, cur = step_slots(t, reverse)
+    for t, prev, cur in steps(T, reverse):
         forward_step[launch](act, w_hh @ h[prev].T, b, h, y, lengths, t, prev, cur, bool(relu))
     return y, h, act
 
@@ -87,7 +81,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
 def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_dx, nthreads):
     """Returns dx (T, N, D), dh0 (N, H), dw_ih (H, D), dw_hh (H, H), db (H,)."""
     cu, xp, lengths = common.prepare(x, lengths)
-    T, N, D = x.shape
+    T, N, _ = x.shape
     H = h.shape[2]
     dpre = xp.empty((H, T, N), x.dtype)
     dh = dh_n.T.copy()  # (H, N), C order; a copy even when N or H is 1 (updated in place)
@@ -97,10 +91,8 @@ def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_d
         _, backward_step = _kernels(x.dtype)
         w_hh_t = xp.ascontiguousarray(w_hh.T)
         launch = grid(N * H)
-        for t in time_order(T, not reverse):
+        for t, _, _ in steps(T, reverse, backward=True):
             backward_step[launch](dpre, dh, act, dy, lengths, t, bool(relu))
             common.merge_rows(dh, w_hh_t @ dpre[:, t], lengths, t, False, batch_axis=1)
-    d2 = dpre.reshape(H, T * N)
-    h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    dx = (d2.T @ w_ih).reshape(T, N, D) if need_dx else xp.empty((0, N, D), x.dtype)
-    return dx, xp.ascontiguousarray(dh.T), d2 @ x.reshape(T * N, D), d2 @ h_in, d2.sum(axis=1)
+    dx, dw_ih, d2 = common.input_grads(x, w_ih, dpre, need_dx, xp)
+    return dx, xp.ascontiguousarray(dh.T), dw_ih, d2 @ common.states_in(h, reverse), d2.sum(axis=1)
