@@ -325,7 +325,8 @@ def test_ctrl_c_on_mpiexec_saves_once_and_resumes_exactly(tmp_path):
         np.testing.assert_array_equal(a.arrays[key], b.arrays[key], err_msg=key)
 
 
-SAME_ON_EVERY_RANK = """
+# A launch script's start: run the seqtool command given, keeping its Trainer as `t`.
+KEEP_TRAINER = """
 import sys
 import seqtool.training.trainer as train_mod
 from seqtool.cli.main import cli
@@ -337,6 +338,9 @@ class Keep(train_mod.Trainer):
 train_mod.Trainer = Keep
 cli(sys.argv[1:], standalone_mode=False)
 t = seen["trainer"]
+"""
+
+SAME_ON_EVERY_RANK = KEEP_TRAINER + """
 states = t.world.allgather((t.rng.bit_generator.state, t.task.data_state(),
                             {k: v.tobytes() for k, v in t.model.state_dict().items()}))
 if t.world.is_root:

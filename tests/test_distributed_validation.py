@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from seqtool.cli.main import cli
 from seqtool.training.distributed import split_weighted
-from test_distributed import TASKS, _mpi, needs_mpi
+from test_distributed import KEEP_TRAINER, TASKS, _mpi, needs_mpi
 
 # More held-out data than the training tests use, so each of 2 or 3 parts gets some of it
 # (seq2seq: 3 validation batches; sed: 3 recordings; genre: 15 pieces).
@@ -123,18 +123,8 @@ def _validation_state(task):
 # ---------------------------------------------------------------- under mpiexec
 
 
-SPLIT_EQUALS_ROOT = """
-import json, sys
-import seqtool.training.trainer as train_mod
-from seqtool.cli.main import cli
-seen = {}
-class Keep(train_mod.Trainer):
-    def run(self):
-        seen["trainer"] = self
-        return super().run()
-train_mod.Trainer = Keep
-cli(sys.argv[1:], standalone_mode=False)
-t = seen["trainer"]
+SPLIT_EQUALS_ROOT = KEEP_TRAINER + """
+import json
 split = t.replicas.evaluate()  # every rank its part, merged on rank 0, adopted everywhere
 state = {k: getattr(t.task, k, None) for k in ("threshold", "median_ms", "last_scores", "_last_accuracy")}
 states = t.world.allgather((split, state))
