@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.dirname(__file__))  # sample_speed, beside this file
 
 
 def build(path, hidden, layers, embed, vocab):
@@ -51,41 +52,9 @@ def seqtool_runner(path, length):
 
 
 def torch_runner(path, length):
-    import torch
+    from sample_speed import torch_runner as loop  # the CPU benchmark's PyTorch loop, on the GPU
 
-    from seqtool.io.modelfile import load_model
-
-    dev = torch.device("cuda")
-    arrays, meta = load_model(path, expect_task="charlm")
-    cfg = meta["config"]
-    V, E = arrays["embed.weight"].shape
-    emb = torch.nn.Embedding(V, E).to(dev)
-    rnn = torch.nn.LSTM(E, cfg["hidden"], cfg["layers"]).to(dev)
-    head = torch.nn.Linear(cfg["hidden"], V).to(dev)
-    with torch.no_grad():
-        emb.weight.copy_(torch.from_numpy(arrays["embed.weight"]))
-        rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("rnn.")})
-        head.weight.copy_(torch.from_numpy(arrays["head.weight"]))
-        head.bias.copy_(torch.from_numpy(arrays["head.bias"]))
-    gen = torch.Generator(device=dev).manual_seed(0)
-
-    def run(n):
-        tok, state, out = torch.zeros(1, 1, dtype=torch.long, device=dev), None, []
-        with torch.no_grad():
-            for _ in range(n):
-                y, state = rnn(emb(tok), state)
-                p = torch.softmax(head(y[0, 0]), dim=-1)
-                tok = torch.multinomial(p, 1, generator=gen).view(1, 1)
-                out.append(int(tok))
-        return out
-
-    run(50)  # warm-up (cuDNN plans, allocator)
-
-    def rate(_round):
-        t = time.perf_counter()
-        run(length)
-        return length / (time.perf_counter() - t)
-    return rate
+    return loop(path, length, device="cuda")
 
 
 def main():

@@ -59,37 +59,39 @@ def cli_rate(path, length):
     return len(out.decode("utf-8")), time.perf_counter() - t
 
 
-def torch_runner(path, length):
+def torch_runner(path, length, device="cpu"):
+    """The same model in torch.nn, one character per step on `device`: rate(round) -> chars/s."""
     import torch
 
     from seqtool.io.modelfile import load_model
 
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "2")))
+    dev = torch.device(device)
     arrays, meta = load_model(path, expect_task="charlm")
     cfg = meta["config"]
     V, E = arrays["embed.weight"].shape
-    emb = torch.nn.Embedding(V, E)
-    rnn = torch.nn.LSTM(E, cfg["hidden"], cfg["layers"])
-    head = torch.nn.Linear(cfg["hidden"], V)
+    emb = torch.nn.Embedding(V, E).to(dev)
+    rnn = torch.nn.LSTM(E, cfg["hidden"], cfg["layers"]).to(dev)
+    head = torch.nn.Linear(cfg["hidden"], V).to(dev)
     with torch.no_grad():
         emb.weight.copy_(torch.from_numpy(arrays["embed.weight"]))
         rnn.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in arrays.items()
                              if k.startswith("rnn.")})
         head.weight.copy_(torch.from_numpy(arrays["head.weight"]))
         head.bias.copy_(torch.from_numpy(arrays["head.bias"]))
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=dev).manual_seed(0)
 
     def run(n):
-        tok, state, out = torch.zeros(1, 1, dtype=torch.long), None, []
+        tok, state, out = torch.zeros(1, 1, dtype=torch.long, device=dev), None, []
         with torch.no_grad():
             for _ in range(n):
                 y, state = rnn(emb(tok), state)
                 p = torch.softmax(head(y[0, 0]), dim=-1)
                 tok = torch.multinomial(p, 1, generator=gen).view(1, 1)
-                out.append(int(tok))
+                out.append(int(tok))  # to the host: each step waits for the device
         return out
 
-    run(50)  # warm-up
+    run(50)  # warm-up (on a GPU also cuDNN plans and the allocator)
 
     def rate(_round):
         t = time.perf_counter()
