@@ -34,7 +34,8 @@ def _run_saving_on_interrupt(job) -> None:
 
     notice = "finishing the current step; Ctrl-C again to abort" if current_world().is_root else None
     try:
-        with deferred_interrupts(first_notice=notice):  # a Ctrl-C from here on still saves a model
+        # A Ctrl-C from here on still saves a model; one after the save only hurries the exit.
+        with deferred_interrupts(first_notice=notice, ending_notice="interrupted again: exiting"):
             job.run()
     except TrainingInterrupted as e:
         if current_world().is_root:

@@ -121,16 +121,37 @@ def test_ctrl_c_in_the_first_step_leaves_a_model(tmp_path):
 
 def test_second_ctrl_c_aborts_at_once_keeping_the_last_checkpoint(tmp_path):
     out = str(tmp_path / "m.st")
-    # Steps of ~1 s, so the second Ctrl-C lands while the first waits for the step to end
-    # (two signals sent at once would reach Python's handler as one).
-    big = ["--hidden", "384", "--layers", "2", "--batch", "32", "--seq-len", "64", "--seed", "0"]
+    # Steps of a few tenths of a second or more: the first Ctrl-C goes right after a periodic
+    # checkpoint (a step has just begun) and the second as soon as the first is acknowledged,
+    # so it lands while the step is still running.
+    big = ["--hidden", "384", "--layers", "2", "--batch", "32", "--seq-len", "128", "--seed", "0"]
     proc = _start(["-o", out, "--steps", "100000", "--checkpoint-every", "2", *big])
     wait_for_file(out, proc)
-    err = ctrl_c(proc, times=2, timeout=60)
+    err = ctrl_c(proc, times=2, timeout=60, again_after="finishing the current step")
     assert proc.returncode == 130, err
     assert "aborted without saving" in err and "Traceback" not in err
     assert "checkpoint saved" not in err
     assert load_checkpoint(out).training_state["step"] % 2 == 0  # a periodic one, complete
+
+
+def test_ctrl_c_after_the_save_still_ends_with_one_line_and_130():
+    """The first Ctrl-C saved; another one while the command is exiting must not become a
+    KeyboardInterrupt in the exit path (which ends the process by SIGINT, or with a traceback)."""
+    script = """if True:
+        import os, signal, time
+        from seqtool.training.interrupt import deferred_interrupts
+        with deferred_interrupts(first_notice=None, ending_notice="interrupted again: exiting") as f:
+            os.kill(os.getpid(), signal.SIGINT)
+            while not f.requested:
+                time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        print("not reached")
+    """
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                       preexec_fn=default_sigint)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "seqtool: interrupted again: exiting" and r.stdout == ""
 
 
 @pytest.mark.parametrize("budget", ["2"])

@@ -49,14 +49,18 @@ def _say(text: str) -> None:
 
 @contextlib.contextmanager
 def deferred_interrupts(first_notice: str | None = "finishing the current step; Ctrl-C again to abort",
-                        abort_notice: str = "interrupted again: aborted without saving"
-                        ) -> Iterator[Interrupts]:
+                        abort_notice: str = "interrupted again: aborted without saving",
+                        ending_notice: str | None = None) -> Iterator[Interrupts]:
     """SIGINT sets ``.requested`` instead of raising, while the block runs.
 
     Nested blocks share the outermost block's flag (a command can cover its set-up and the
     library's loop then sees a Ctrl-C pressed during the set-up). Outside the main thread
     (signals cannot be handled there) and when SIGINT is ignored (a background job, ``nohup``),
     the handler is left alone and the flag simply never turns True.
+
+    With ``ending_notice`` (for a command that exits 130 once the block has saved and ended), a
+    Ctrl-C that came in the block leaves a handler behind that prints the notice and exits 130:
+    a further Ctrl-C during the exit must not turn into a KeyboardInterrupt in the middle of it.
     """
     global _active
     if _active is not None:
@@ -70,19 +74,27 @@ def deferred_interrupts(first_notice: str | None = "finishing the current step; 
 
     def on_sigint(signum, frame):
         if flag.requested:
-            _say(f"\nseqtool: {abort_notice}\n")
-            os._exit(EXIT_INTERRUPTED)
+            abort(signum, frame)
         flag.request()
         if first_notice:
             _say(f"\nseqtool: {first_notice}\n")
 
+    abort = _exit_handler(abort_notice)
     signal.signal(signal.SIGINT, on_sigint)
     _active = flag
     try:
         yield flag
     finally:
         _active = None
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, _exit_handler(ending_notice)
+                      if flag.requested and ending_notice else previous)
+
+
+def _exit_handler(notice: str):
+    def on_sigint(signum, frame):
+        _say(f"\nseqtool: {notice}\n")
+        os._exit(EXIT_INTERRUPTED)
+    return on_sigint
 
 
 @contextlib.contextmanager
@@ -101,9 +113,9 @@ def exit_on_interrupt(message: str = "interrupted") -> Iterator[None]:
     def on_sigint(signum, frame):
         with contextlib.suppress(Exception):  # a closed pipe, or a write the signal interrupted
             sys.stdout.flush()
-        _say(f"\nseqtool: {message}\n")
-        os._exit(EXIT_INTERRUPTED)
+        exit_now(signum, frame)
 
+    exit_now = _exit_handler(message)
     signal.signal(signal.SIGINT, on_sigint)
     try:
         yield
