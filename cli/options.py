@@ -30,6 +30,7 @@ __all__ = [
 
 CELLS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adadelta", "rmsprop")
+SCHEDULES = ("plateau", "cosine")  # seqtool.training.schedule's, without importing it at start-up
 
 
 def _stack(*decorators: Callable) -> Callable:
@@ -100,6 +101,11 @@ train_options = _stack(
     click.option("--lr", type=_POSITIVE_FLOAT, default=None, help="Learning rate."),
     click.option("--clip-norm", type=FiniteRange(min=0), default=None,
                  help="Clip the gradient norm to this (0: no clipping)."),
+    click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=None,
+                 help="plateau: halve the lr when validation stops improving; cosine: anneal it "
+                      "to the end of the run (--steps, --epochs or --time-budget)."),
+    click.option("--warmup", type=click.IntRange(min=0), default=None, metavar="STEPS",
+                 help="Raise the lr linearly over the first STEPS steps."),
     click.option("--batch", type=_POSITIVE_INT, default=None, help="Sequences per batch."),
     click.option("--seq-len", type=_POSITIVE_INT, default=None,
                  help="Time steps per training sequence."),

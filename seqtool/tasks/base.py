@@ -29,7 +29,7 @@ __all__ = ["Record", "Report", "TrainRequest", "TrainJob", "TaskOptions", "merge
 
 # Options that stop or checkpoint a run: never stored with the architecture, never merged.
 STOP_KEYS = ("epochs", "steps", "time_budget", "patience", "checkpoint_every")
-TRAINING_KEYS = ("optimizer", "lr", "clip_norm")
+TRAINING_KEYS = ("optimizer", "lr", "clip_norm", "lr_schedule", "warmup")
 
 
 @dataclass
@@ -197,8 +197,12 @@ def train_settings(request: TrainRequest, training: dict, val_every: int, defaul
     if len(given) > 1:
         reporter_of(request).info(f"{' and '.join(given)} given: training stops at whichever "
                                   f"is reached first")
+    # a task without a schedule of its own, and checkpoints from before schedules: plateau
+    schedule = {"lr_schedule": training.get("lr_schedule") or "plateau",
+                "warmup": int(training.get("warmup") or 0)}
     return TrainSettings(optimizer=training["optimizer"], lr=training["lr"],
-                         clip_norm=training["clip_norm"], val_every=val_every, **stop, **extra)
+                         clip_norm=training["clip_norm"], val_every=val_every, **schedule, **stop,
+                         **extra)
 
 
 class PlannedEpochs:

@@ -320,7 +320,11 @@ class Agreement:
 
     loss: float
     interrupted: bool
-    time_up: bool
+    budget: float  # the fraction of --time-budget used, by rank 0's clock (0 without one)
+
+    @property
+    def time_up(self) -> bool:
+        return self.budget >= 1.0
 
 
 class Replicas:
@@ -365,12 +369,12 @@ class Replicas:
             self._drew = bg.state != jumped
             bg.state = start
 
-    def reduce(self, value: float | None, interrupted: bool, time_up: bool) -> Agreement:
+    def reduce(self, value: float | None, interrupted: bool, budget: float) -> Agreement:
         """Sum gradients and control numbers over the ranks (one Allreduce) and set p.grad to
         the result; returns what every rank now agrees on."""
         if self.world.size == 1:
-            return Agreement(value, interrupted, time_up)
-        buf, views = self._pack(value, interrupted, time_up)
+            return Agreement(value, interrupted, budget)
+        buf, views = self._pack(value, interrupted, budget)
         t0 = time.perf_counter()
         self.world.sum_(buf)
         self.reduce_seconds += time.perf_counter() - t0  # for benchmarks/mpi_scaling.py
@@ -378,13 +382,13 @@ class Replicas:
         n = len(self.params)
         for p, view, count in zip(self.params, views, buf[-n:]):
             p.grad = view if count > 0 else None
-        time_up, loss_sum, nonfinite, interrupted, drew = (float(v) for v in buf[-n - 5:-n])
+        budget, loss_sum, nonfinite, interrupted, drew = (float(v) for v in buf[-n - 5:-n])
         if drew > 0:  # some rank drew random numbers: all advance the shared stream alike
             self.rng_bg.advance(1)
-        return Agreement(loss_sum if nonfinite == 0 else math.nan, interrupted > 0, time_up > 0)
+        return Agreement(loss_sum if nonfinite == 0 else math.nan, interrupted > 0, budget)
 
-    def _pack(self, value, interrupted, time_up):
-        """One flat buffer: every gradient, then [time_up, loss, nonfinite, interrupted, drew],
+    def _pack(self, value, interrupted, budget):
+        """One flat buffer: every gradient, then [budget used, loss, nonfinite, interrupted, drew],
         then one has-a-gradient count per parameter."""
         sizes = [int(p.data.size) for p in self.params]
         n_grad = sum(sizes)
@@ -402,7 +406,7 @@ class Replicas:
             views.append(view)
             at += k
         finite = value is None or math.isfinite(value)
-        buf[n_grad:n_grad + 5] = [float(time_up and self.world.is_root),  # rank 0's clock decides
+        buf[n_grad:n_grad + 5] = [float(budget) if self.world.is_root else 0.0,  # rank 0's clock decides
                                   value if value is not None and finite else 0.0, float(not finite),
                                   float(interrupted), float(self._drew)]
         buf[n_grad + 5:] = [0.0 if p.grad is None else 1.0 for p in self.params]

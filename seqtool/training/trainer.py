@@ -46,7 +46,8 @@ from seqtool.io import modelfile
 from seqtool.training.distributed import Agreement, Replicas, current_world, fingerprint
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.training.interrupt import deferred_interrupts
-from seqtool.optim import ReduceLROnPlateau, clip_grad_norm, make_optimizer
+from seqtool.optim import clip_grad_norm, make_optimizer
+from seqtool.training.schedule import SCHEDULES, LearningRate
 
 __all__ = ["TrainSettings", "Trainer", "NullReporter", "TrainingInterrupted", "TASK_ARRAY_PREFIX"]
 
@@ -102,10 +103,15 @@ class TrainSettings:
     checkpoint_every: int | None = None  # None: at every validation
     lr_patience: int = 3  # ReduceLROnPlateau patience, in validations (1 ran the lr to ~0 within 8 min on tinyshakespeare)
     lr_factor: float = 0.5
+    lr_schedule: str = "plateau"  # or "cosine" (seqtool.training.schedule)
+    warmup: int = 0  # steps of linear warm-up
 
     def check(self) -> None:
         if self.epochs is None and self.steps is None and self.time_budget is None:
             raise UsageError("give a stopping rule: --epochs, --steps or --time-budget")
+        if self.lr_schedule not in SCHEDULES:
+            raise UsageError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one of: "
+                             f"{', '.join(SCHEDULES)}")
         if self.val_every < 1:
             raise UsageError(f"validation interval must be positive, got {self.val_every}")
 
@@ -113,7 +119,7 @@ class TrainSettings:
         return {"optimizer": self.optimizer, "lr": self.lr, "clip_norm": self.clip_norm,
                 "val_every": self.val_every, "patience": self.patience,
                 "checkpoint_every": self.checkpoint_every, "lr_patience": self.lr_patience,
-                "lr_factor": self.lr_factor}
+                "lr_factor": self.lr_factor, "lr_schedule": self.lr_schedule, "warmup": self.warmup}
 
 
 class Trainer:
@@ -140,8 +146,8 @@ class Trainer:
         self.params = list(self.model.parameters())
         self.rng = rng if rng is not None else np.random.default_rng()
         self.optimizer = make_optimizer(settings.optimizer, self.params, settings.lr)
-        self.scheduler = ReduceLROnPlateau(self.optimizer, factor=settings.lr_factor,
-                                           patience=settings.lr_patience)
+        self.scheduler = LearningRate(self.optimizer, settings.lr_schedule, settings.warmup,
+                                      settings.lr_factor, settings.lr_patience)
         self.step = 0
         self.epoch = 0
         self.seconds = 0.0  # training time over all invocations
@@ -244,11 +250,12 @@ class Trainer:
                 f"training diverged ({what} at step {self.step}) {MAX_ROLLBACKS} times despite "
                 f"halving the learning rate; try a lower --lr or --clip-norm")
         snap = self._snapshot
-        lr = self.optimizer.lr
+        lr, peak = self.optimizer.lr, self.scheduler.peak.lr
         self.model.load_state_dict(snap["weights"])
         self.optimizer.load_state_dict(snap["optim"])
-        self.optimizer.lr = lr * 0.5
         self.scheduler.load_state_dict(snap["sched"])
+        self.optimizer.lr, self.scheduler.peak.lr = lr, peak
+        self.scheduler.halve()
         self.rng.bit_generator.state = snap["rng"]
         self.task.load_state_arrays(snap["task_arrays"])
         self.task.load_data_state(snap["data"])
@@ -312,7 +319,7 @@ class Trainer:
                 self.best_weights = self.model.state_dict()
         if not final:
             self.bad_validations = 0 if self.best_step == self.step else self.bad_validations + 1
-            self.scheduler.step(val)
+            self.scheduler.validated(val)
         return self.s.patience is not None and self.bad_validations >= self.s.patience
 
     def _report_validation(self, record: dict, train_loss: float | None, tok_rate: float) -> None:
@@ -361,7 +368,7 @@ class Trainer:
         self._last_val_step = None
         self._empty_passes = 0
         self._in_step, self._before_step = False, None
-        self._agreed = Agreement(0.0, False, False)
+        self._agreed = Agreement(0.0, False, 0.0)
         self.stop_reason = self._done(self._started)
         self._take_snapshot()
         # The bar counts whichever rule is set (steps, else epochs, else seconds) so rich's ETA
@@ -414,18 +421,31 @@ class Trainer:
             value = None if loss is None else float(loss.data)
             if value is not None and math.isfinite(value):
                 loss.backward()
-        time_up = self.s.time_budget is not None and self._budget_used(self._started) >= self.s.time_budget
-        self._agreed = self.replicas.reduce(value, self._interrupts.requested, time_up)
+        budget = (self._budget_used(self._started) / self.s.time_budget
+                  if self.s.time_budget is not None else 0.0)
+        self._agreed = self.replicas.reduce(value, self._interrupts.requested, budget)
         if not math.isfinite(self._agreed.loss):
             self._rollback("non-finite loss")
             return False
         if self.s.clip_norm and not math.isfinite(clip_grad_norm(self.params, self.s.clip_norm)):
             self._rollback("non-finite gradient")
             return False
+        self.scheduler.set_for_step(self.step, self._run_progress())
         self.optimizer.step()
         self.step += 1
         self._window.add(self._agreed.loss, self.task.batch_tokens(batch))
         return True
+
+    def _run_progress(self) -> float:
+        """How much of the run is done, by whichever stopping rule is furthest along (the time
+        budget as every rank agreed at this step)."""
+        s = self.s
+        done = [self._agreed.budget]
+        if s.steps is not None:
+            done.append(self.step / s.steps)
+        if s.epochs is not None:
+            done.append(self.epochs_done() / s.epochs)
+        return max(done)
 
     def _after_step(self) -> bool:
         """Progress, stopping rules, validation and checkpoints after a step; True: stop now."""
