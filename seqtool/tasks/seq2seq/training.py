@@ -17,20 +17,13 @@ from seqtool.tasks.base import (describe, TRAINING_KEYS, TrainJob, TrainRequest,
                                 merge_given, reporter_of,
                                 stored_or_given, train_settings, validation_interval)
 from seqtool.tasks.seq2seq.decode import EVAL_BATCH, Translator
+from seqtool.tasks.seq2seq.defaults import DEFAULTS, from_data
 from seqtool.tasks.seq2seq.model import (CONFIG_KEYS, OLDER_FILE_CONFIG, Seq2Seq, build_seq2seq,
                                          config_of)
 from seqtool.tasks.seq2seq.text import EOS, PAD, SOS, Vocab, detokenize, tokenize
 
 __all__ = ["DEFAULTS", "from_options", "Seq2SeqTask", "make_batches"]
 
-# SCAN (16.7k pairs) and Tatoeba en-fr (68k) on 2 shared cores: 1 layer of 256 with general
-# attention learns both within minutes; batches of 64 keep the per-step Python cost amortised.
-# No input feeding by default: on Tatoeba in 30 minutes it ran 18.5 epochs instead of 12 and
-# reached dev BLEU 36.3 instead of 28.1.
-DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 1, "embed": 128, "dropout": 0.1,
-            "bidirectional": False, "attention": "general", "input_feeding": False, "unit": "word",
-            "optimizer": "adam", "lr": 1e-3, "clip_norm": 5.0, "batch": 64, "val_frac": 0.05,
-            "min_count": 1, "teacher_forcing": 1.0, "reverse": False}
 DATA_KEYS = ("batch", "val_frac", "min_count", "teacher_forcing", "reverse")
 DEFAULT_EPOCHS = 10
 _VAL_DECODE = 500  # validation pairs decoded greedily for exact match / BLEU at each validation
@@ -244,7 +237,8 @@ class Seq2SeqTask:
 
 def merged_options(request: TrainRequest) -> tuple[dict, dict, dict, dict | None]:
     """(config, training, data options, stored vocabulary or None): the options given, on
-    --resume checked against and completed from the checkpoint, then the defaults."""
+    --resume checked against and completed from the checkpoint, then the fixed defaults. The
+    data options read off the pairs (defaults.from_data) are still None where not given."""
     config = request.given(CONFIG_KEYS)
     training = request.given(TRAINING_KEYS)
     data_options = {**request.given(DATA_KEYS), "reverse": request.get("reverse") or None}
@@ -255,15 +249,22 @@ def merged_options(request: TrainRequest) -> tuple[dict, dict, dict, dict | None
         training = stored_or_given(training, meta.get("training") or {})
         data_options = stored_or_given(data_options, meta.get("data_options") or {})
         vocab = meta.get("vocab") or None
+    fixed = {k: v for k, v in DEFAULTS.items() if k not in ("min_count", "val_frac")}
     return (fill_defaults(config, DEFAULTS), fill_defaults(training, DEFAULTS),
-            fill_defaults(data_options, DEFAULTS), vocab)
+            fill_defaults(data_options, fixed), vocab)
 
 
-def build_task(pairs, config: dict, data_options: dict, vocab: dict | None, rng) -> Seq2SeqTask:
-    """Tokens, vocabularies (the checkpoint's on --resume), a fresh model and the task."""
+def build_task(pairs, config: dict, data_options: dict, vocab: dict | None, rng, reporter=None
+               ) -> Seq2SeqTask:
+    """Tokens, the options read off them, vocabularies (the checkpoint's on --resume), a fresh
+    model and the task."""
     unit = config["unit"]
     src_tokens = [tokenize(s, unit) for s in pairs.sources]
     tgt_tokens = [tokenize(t, unit) for t in pairs.targets]
+    chosen, why = from_data(src_tokens, tgt_tokens)
+    if any(data_options[k] is None for k in chosen) and reporter is not None:
+        reporter.info(f"from the data: {why}")
+    data_options = fill_defaults(data_options, chosen)
     if vocab:
         src_vocab, tgt_vocab = Vocab(vocab["source"]), Vocab(vocab["target"])
     else:
@@ -290,7 +291,7 @@ def from_options(request: TrainRequest) -> TrainJob:
     if pairs.bad_count:
         reporter.warn(pairs.bad_message())
     rng = np.random.default_rng(request.seed)
-    task = build_task(pairs, config, data_options, vocab, rng)
+    task = build_task(pairs, config, data_options, vocab, rng, reporter)
     # About two validations per epoch, at least 25 and at most 500 steps apart.
     val_every = validation_interval(len(task.batches), per_epoch=2, lowest=25)
     settings = train_settings(request, training, val_every, DEFAULT_EPOCHS)
