@@ -152,3 +152,24 @@ def test_mse_matches_torch_and_gradcheck(reduction):
     )
     ok, _, details = gradcheck(lambda p, t: mse(p, t, reduction=reduction), [a, b])
     assert ok, details
+
+
+def test_cross_entropy_on_a_vocabulary_sized_axis_matches_a_naive_reference():
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((40, 3000)) * 4).astype(np.float32)
+    t = rng.integers(0, 3000, 40)
+    t[[3, 17]] = -100
+    xt = seqtool.tensor(x, requires_grad=True)
+    loss = cross_entropy(xt, t)
+    loss.backward()
+    x64 = x.astype(np.float64)
+    p = np.exp(x64 - x64.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    keep = t != -100
+    expected = -np.log(p[np.arange(40)[keep], t[keep]]).mean()
+    onehot = np.zeros_like(p)
+    onehot[np.arange(40)[keep], t[keep]] = 1
+    grad = (p - onehot) * keep[:, None] / keep.sum()
+    np.testing.assert_allclose(loss.item(), expected, rtol=1e-5)
+    np.testing.assert_allclose(xt.grad, grad, rtol=1e-4, atol=1e-9)
+    assert xt.grad.dtype == np.float32

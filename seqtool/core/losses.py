@@ -29,23 +29,12 @@ class CrossEntropy(Function):
         x = logits.reshape(-1, C)  # (M, C)
         t = targets.reshape(-1)  # (M,)
         valid = t != ignore_index
-        t_safe = np.where(valid, t, 0)  # ignored rows index class 0, then get masked out
-        rows = arange(len(t), like=x)
-        # One exp pass serves both the loss and the gradient: with e = exp(x - max) and
-        # s = sum(e), -log p[t] = log s - (x[t] - max) and d loss / d x = e / s - onehot(t).
-        z = x - x.max(axis=-1, keepdims=True)  # (M, C)
-        picked = z[rows, t_safe]  # (M,)
-        np.exp(z, out=z)
-        s = z.sum(axis=-1)  # (M,)
-        loss = np.where(valid, np.log(s) - picked, 0).astype(logits.dtype)  # (M,)
         self.count = int(valid.sum())
         self.reduction, self.shape = reduction, logits.shape
-        if any(self.needs_input_grad):
-            z /= s[:, None]
-            z[rows, t_safe] -= 1
-            if self.count < len(t):
-                z[~valid] = 0
-            self.grad = z
+        # The mean's 1/count goes into the gradient here, so backward scales only by its
+        # incoming gradient, and not at all for the usual loss.backward() (g = 1).
+        scale = 1.0 / max(self.count, 1) if reduction == "mean" else 1.0
+        loss = self._loss_and_grad(x, t, valid, scale)
         if reduction == "none":
             return loss.reshape(targets.shape)
         total = loss.sum()
@@ -54,15 +43,33 @@ class CrossEntropy(Function):
         with np.errstate(invalid="ignore", divide="ignore"):  # all ignored -> nan, as torch
             return total / logits.dtype.type(self.count)
 
+    def _loss_and_grad(self, x, t, valid, scale):
+        # Measured at 800 tokens x 8,087 words (float32, 2 cores): 10 ms for loss and gradient.
+        # A Numba kernel doing each row in one pass took 29-33 ms: without a vector exp (SVML)
+        # its exp is scalar, while NumPy's is AVX-512.
+        t_safe = np.where(valid, t, 0)  # ignored rows index class 0, then get masked out
+        rows = arange(len(t), like=x)
+        # One exp pass serves both the loss and the gradient: with e = exp(x - max) and
+        # s = sum(e), -log p[t] = log s - (x[t] - max) and d loss / d x = e / s - onehot(t).
+        z = x - x.max(axis=-1, keepdims=True)  # (M, C)
+        picked = z[rows, t_safe]  # (M,)
+        np.exp(z, out=z)
+        s = z.sum(axis=-1)  # (M,)
+        loss = np.where(valid, np.log(s) - picked, 0).astype(x.dtype)  # (M,)
+        if any(self.needs_input_grad):
+            z *= (scale / s)[:, None].astype(z.dtype)
+            z[rows, t_safe] -= z.dtype.type(scale)
+            if self.count < len(t):
+                z[~valid] = 0
+            self.grad = z
+        return loss
+
     def backward(self, g):
+        # In place, not copied (M x C): backward runs once, then the Function is freed.
         if self.reduction == "none":
-            scale = g.reshape(-1, 1)
-        elif self.reduction == "sum":
-            scale = g
-        else:
-            scale = g / g.dtype.type(max(self.count, 1))
-        # Scaled in place, not copied (M x C): backward runs once, then the Function is freed.
-        np.multiply(self.grad, scale, out=self.grad)
+            np.multiply(self.grad, g.reshape(-1, 1), out=self.grad)
+        elif float(g) != 1.0:
+            np.multiply(self.grad, g, out=self.grad)
         return self.grad.reshape(self.shape), None
 
 
