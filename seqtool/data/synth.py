@@ -381,15 +381,28 @@ def _draw(rng, span) -> int:
     return int(rng.integers(low, high + 1))
 
 
+def _fitting_timeline(library: dict, recipe: SceneRecipe, rng, sr: int) -> list[Event]:
+    """A random timeline of ``recipe``; when the events drawn do not fit (long clips at low
+    polyphony), one event per class fewer until they do, so a long run never stops on one
+    unlucky draw. The fewest events must fit (SceneMaker.check_fits says so at the start)."""
+    lengths = {lab: [len(c) / sr for c in library[lab]] for lab in recipe.labels}
+    count, polyphony = _draw(rng, recipe.events_per_class), _draw(rng, recipe.polyphony)
+    while True:
+        try:
+            return random_timeline(recipe.labels, recipe.duration, count, polyphony, rng, lengths)
+        except SeqtoolError:
+            if count <= recipe.events_per_class[0]:
+                raise
+            count -= 1
+
+
 def recipe_scene(library: dict, recipe: SceneRecipe, timeline_id, rng: np.random.Generator, sr: int,
                  filename: str = "") -> tuple[np.ndarray, list[Event]]:
     """One scene of ``recipe``: on timeline ``timeline_id`` (None: a random timeline), clips,
     EBRs and background drawn from ``rng``. Returns what synth_scene does."""
     seconds = recipe.seconds(timeline_id)
     if timeline_id is None:
-        lengths = {lab: [len(c) / sr for c in library[lab]] for lab in recipe.labels}
-        timeline = random_timeline(recipe.labels, seconds, _draw(rng, recipe.events_per_class),
-                                   _draw(rng, recipe.polyphony), rng, lengths)
+        timeline = _fitting_timeline(library, recipe, rng, sr)
     else:
         timeline = recipe.timelines[timeline_id]
     background = recipe.backgrounds[int(rng.integers(len(recipe.backgrounds)))]

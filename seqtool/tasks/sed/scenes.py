@@ -45,11 +45,12 @@ class SceneMaker:
 
     def check_fits(self) -> None:
         """Refuse at the start, not epochs later, random timelines that cannot hold their events:
-        the most events per class at the least polyphony, tried once."""
+        the fewest events per class at the most polyphony, tried once (a scene that draws more
+        than fit takes fewer)."""
         r = self.recipe
         lengths = {lab: [len(c) / self.features.sr for c in self.library[lab]] for lab in r.labels}
         try:
-            random_timeline(r.labels, r.duration, r.events_per_class[1], r.polyphony[0],
+            random_timeline(r.labels, r.duration, r.events_per_class[0], r.polyphony[1],
                             np.random.default_rng(0), lengths)
         except SeqtoolError as e:
             raise SeqtoolError(f"random scenes: {e} (--events-per-class, --polyphony, --scene-seconds)") from None
