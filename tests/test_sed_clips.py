@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from seqtool import tasks
 from seqtool.cli.main import cli
 from seqtool.data.audio import write_wav
-from seqtool.data.events import read_events
 from seqtool.io.modelfile import load_model, read_meta
 from seqtool.tasks.sed.scenes import VALIDATION
 
@@ -218,6 +217,17 @@ def _fault(data, tmp_path, code, args, *needles):
         "seconds-1e9", "scenes-1e9", "events-do-not-fit", "background-missing"])
 def test_bad_scene_options_are_one_line(data, tmp_path, code, args, needles):
     _fault(data, tmp_path, code, args + ["--steps", 1], *needles)
+
+
+def test_the_model_never_overwrites_a_timeline(data, tmp_path):
+    clips, tl, _, _ = data
+    (tmp_path / "tl.txt").write_text(tl.read_text())
+    run_fault(["train", "sed", "--clips", clips, "--timeline", "tl.txt", "-o", "tl.txt", *CLI_NET, "--steps", 1],
+              tmp_path, 2, "tl.txt", watch=[clips.parent])
+
+
+def test_no_scenes_and_no_recordings_is_a_usage_error(data, tmp_path):
+    _fault(data, tmp_path, 2, ["--clips", "CLIPS", "--scenes", 0, "--steps", 1], "--scenes 0")
 
 
 def test_a_timeline_class_without_clips_names_the_line(data, tmp_path):

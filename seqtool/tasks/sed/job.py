@@ -202,6 +202,8 @@ def _task(request: TrainRequest, s: _Settled, rng: np.random.Generator, reporter
     layout, val_layout = [], []
     if maker is not None:
         layout = maker.layout(opts["scenes"])
+        if not layout and not recordings:
+            raise UsageError("--scenes 0 without --timeline or recordings leaves nothing to train on")
         maker.check_memory([t for t in layout if t is not None], opts["scenes"],
                            f"an epoch of {len(layout)} scenes of {opts['scene_seconds']:g} s "
                            f"(--scenes, --scene-seconds)")
@@ -231,8 +233,10 @@ def from_options(request: TrainRequest) -> TrainJob:
     if len(request.data) not in (0, 2):
         raise UsageError("train sed takes AUDIO_DIR ANNOTATIONS")
     reporter = reporter_of(request)
-    check_output(request.output, request.data, request.options.get("force"))
     settled = _settle(request)
+    scene_files = [p for p in (settled.scene["timelines"] or []) + (settled.scene["backgrounds"] or [])
+                   if os.path.isabs(p)]  # noise names are not files
+    check_output(request.output, (*request.data, *scene_files), request.options.get("force"))
     rng = np.random.default_rng(request.seed)
     task = _task(request, settled, rng, reporter)
     # new scenes every epoch: one validation an epoch is enough (an epoch is ~30 min of audio)
