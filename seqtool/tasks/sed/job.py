@@ -239,7 +239,7 @@ def from_options(request: TrainRequest) -> TrainJob:
     check_output(request.output, (*request.data, *scene_files), request.options.get("force"))
     rng = np.random.default_rng(request.seed)
     task = _task(request, settled, rng, reporter)
-    # new scenes every epoch: one validation an epoch is enough (an epoch is ~30 min of audio)
+    # new scenes every epoch: one validation an epoch is enough (32-60 min of audio by default)
     per_epoch = 1 if task.scenes is not None else 2
     settings = train_settings(request, settled.training, validation_interval(task.n_batches, per_epoch, 20),
                               DEFAULTS["epochs"])
