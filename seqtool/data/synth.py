@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -317,3 +318,93 @@ def synth_scenes_to_dir(out_dir, library, n_scenes: int, *, duration: float = 30
     gt = out_dir / gt_name
     write_events_file(truth, gt, header=True)
     return wavs, gt
+
+
+# ----------------------------------------------------------------------------- scenes to train on
+
+
+@dataclass(frozen=True)
+class SceneRecipe:
+    """How training scenes are mixed (``seqtool train sed --clips``): given timelines rendered with
+    other clips each time, or random ones; every number drawn per scene (EBR per event) from its
+    (low, high) range, the background picked from ``backgrounds`` (noise names or recordings)."""
+
+    timelines: tuple  # tuples of Events (onset, offset, label), rendered in turn
+    labels: tuple  # classes of the random timelines
+    duration: float  # seconds of a random scene; a timeline's scene lasts at least this long
+    events_per_class: tuple  # (low, high) of a random timeline
+    polyphony: tuple  # (low, high) of a random timeline
+    ebr_db: tuple  # (low, high) per event
+    backgrounds: tuple  # NOISE_KINDS names or float arrays at the scene's sample rate
+
+    def seconds(self, timeline_id) -> float:
+        """The length of scene on timeline ``timeline_id`` (None: a random one)."""
+        if timeline_id is None:
+            return float(self.duration)
+        return max(float(self.duration), max((e.offset for e in self.timelines[timeline_id]), default=0.0))
+
+
+def load_timelines(paths, library: dict) -> list[tuple]:
+    """Timelines from annotation files: a 3-column file is one timeline, a DCASE 4-column one has
+    one per file it names. A class without clips is an error naming the file and line."""
+    from seqtool.data.events import group_by_file
+
+    timelines = []
+    for path in paths:
+        numbered = read_events(path, with_lines=True)
+        if not numbered:
+            raise SeqtoolError(f"{path}: no events in this timeline")
+        for lineno, e in numbered:
+            if e.label not in library:
+                raise SeqtoolError(f"{path}:{lineno}: no clips of class {e.label!r} (the clips have: "
+                                   f"{', '.join(sorted(library))})")
+        timelines.extend(tuple(v) for v in group_by_file(e for _, e in numbered).values())
+    return timelines
+
+
+def load_backgrounds(specs, sr: int) -> tuple:
+    """Noise names kept as they are, background recordings read once (resampled to sr)."""
+    out = []
+    for spec in specs:
+        if spec in NOISE_KINDS and not os.path.exists(spec):
+            out.append(spec)
+            continue
+        x, _ = read_audio(spec, target_sr=sr)
+        if _rms(x) == 0:
+            raise SeqtoolError(f"{spec}: background is silent; an event-to-background ratio needs some background")
+        out.append(x)
+    return tuple(out)
+
+
+def _draw(rng, span) -> int:
+    low, high = span
+    return int(rng.integers(low, high + 1))
+
+
+def _fitting_timeline(library: dict, recipe: SceneRecipe, rng, sr: int) -> list[Event]:
+    """A random timeline of ``recipe``; when the events drawn do not fit (long clips at low
+    polyphony), one event per class fewer until they do, so a long run never stops on one
+    unlucky draw. The fewest events must fit (SceneMaker.check_fits says so at the start)."""
+    lengths = {lab: [len(c) / sr for c in library[lab]] for lab in recipe.labels}
+    count, polyphony = _draw(rng, recipe.events_per_class), _draw(rng, recipe.polyphony)
+    while True:
+        try:
+            return random_timeline(recipe.labels, recipe.duration, count, polyphony, rng, lengths)
+        except SeqtoolError:
+            if count <= recipe.events_per_class[0]:
+                raise
+            count -= 1
+
+
+def recipe_scene(library: dict, recipe: SceneRecipe, timeline_id, rng: np.random.Generator, sr: int,
+                 filename: str = "") -> tuple[np.ndarray, list[Event]]:
+    """One scene of ``recipe``: on timeline ``timeline_id`` (None: a random timeline), clips,
+    EBRs and background drawn from ``rng``. Returns what synth_scene does."""
+    seconds = recipe.seconds(timeline_id)
+    if timeline_id is None:
+        timeline = _fitting_timeline(library, recipe, rng, sr)
+    else:
+        timeline = recipe.timelines[timeline_id]
+    background = recipe.backgrounds[int(rng.integers(len(recipe.backgrounds)))]
+    return synth_scene(timeline, library, background, sr, tuple(recipe.ebr_db), rng, duration=seconds,
+                       filename=filename)

@@ -9,6 +9,7 @@ without a model. The parts:
     data        recordings, annotations, the validation split, predict/eval inputs
     decoding    windowed inference, thresholds, median filter, the loaded Detector
     training    SEDTask, the trainer's view (windows, augmentation, validation, tuning)
+    scenes      SceneMaker: scenes mixed from clips every epoch (train sed --clips)
     job         from_options: defaults and --resume merged, data read, model built
     evaluation  scores as a report; event tables scored without a model
     roll        the terminal piano-roll and the PNG of class activity

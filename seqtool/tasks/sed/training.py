@@ -1,7 +1,9 @@
 """The trainer's view of sed (seqtool.training.trainer.Trainer's task protocol).
 
 Training cuts every recording into windows of `window` frames that overlap by half; each epoch
-shifts them by a random jitter and shuffles them. Validation decodes whole recordings as predict
+shifts them by a random jitter and shuffles them. With a SceneMaker (train sed --clips) every epoch
+also mixes new scenes from the clips, drawn from the epoch's seed (kept in the checkpoint), and
+cuts them the same way; only the current epoch's scenes are held. Validation decodes whole recordings as predict
 does and scores them; with tune_decoding it also picks the decoding settings stored in the model.
 """
 
@@ -16,6 +18,7 @@ from seqtool.metrics.sed import event_based, segment_based
 from seqtool.tasks.base import PlannedEpochs
 from seqtool.tasks.sed.decoding import detect, frame_logits, probabilities, window_starts
 from seqtool.tasks.sed.model import NAME, SEDModel, config_of
+from seqtool.tasks.sed.scenes import TRAIN
 
 __all__ = ["SEDTask", "AUG_GAIN_DB", "AUG_MAX_BANDS", "TUNE_THRESHOLDS", "TUNE_MEDIAN_MS"]
 
@@ -41,8 +44,8 @@ class SEDTask(PlannedEpochs):
     def __init__(self, model: SEDModel, train, val, labels, features: FeatureConfig,
                  normalizer: Normalizer, batch: int, seq_len: int, threshold: float = 0.5,
                  median_ms: float = 100.0, tune_decoding: bool = False, augment: bool = False,
-                 data_options: dict | None = None):
-        if not train:
+                 data_options: dict | None = None, scenes=None, scene_layout=()):
+        if not train and not scene_layout:
             raise SeqtoolError("no training recordings")
         self.model, self.train, self.val, self.labels = model, train, val, list(labels)
         self.features, self.normalizer = features, normalizer
@@ -51,9 +54,12 @@ class SEDTask(PlannedEpochs):
         self.tune_decoding = bool(tune_decoding)
         self.augment = bool(augment)
         self.data_options = dict(data_options or {})  # stored, so --resume needs no repeated flags
-        # (recording, base start) of every window; the epoch's jitter moves the base start
-        self._windows = [(r, s) for r, rec in enumerate(train)
-                         for s in window_starts(len(rec.features), self.seq_len)]
+        self.scenes, self.scene_layout = scenes, list(scene_layout)
+        self._fresh, self._fresh_seed = [], None  # the epoch's scenes, after the recordings
+        # frames of every training item (recordings, then the epoch's scenes: known before mixing)
+        self._frames = [len(r.features) for r in train] + (scenes.frames(self.scene_layout) if scenes else [])
+        # (item, base start) of every window; the epoch's jitter moves the base start
+        self._windows = [(r, s) for r, n in enumerate(self._frames) for s in window_starts(n, self.seq_len)]
         self.n_batches = -(-len(self._windows) // self.batch)
         self.position = 0
         self.epoch_seed = None
@@ -61,27 +67,34 @@ class SEDTask(PlannedEpochs):
         self.last_scores = None
 
     def _make_plan(self, seed: int):
-        """[(recording, start)] of this epoch: shifted by up to half a window, shuffled."""
+        """[(item, start)] of this epoch: shifted by up to half a window, shuffled; the epoch's
+        scenes mixed (again, when a resumed run or a rollback asks for the same seed)."""
+        if self.scenes is not None and self._fresh_seed != seed:
+            self._fresh = []  # the previous epoch's scenes go before the new ones are mixed
+            self._fresh = self.scenes.render(self.scene_layout, seed, TRAIN, self.normalizer)
+            self._fresh_seed = seed
         g = np.random.default_rng(seed)
         jitter = g.integers(0, max(1, self.seq_len // 2), len(self._windows))
         plan = []
         for (r, s), j in zip(self._windows, jitter):
-            n = len(self.train[r].features)
-            plan.append((r, int(min(s + j, max(0, n - self.seq_len)))))
+            plan.append((r, int(min(s + j, max(0, self._frames[r] - self.seq_len)))))
         return [plan[i] for i in g.permutation(len(plan))]
+
+    def _item(self, r: int):
+        return self.train[r] if r < len(self.train) else self._fresh[r - len(self.train)]
 
     def _batch(self, k: int):
         items = self._plan[k * self.batch:(k + 1) * self.batch]
-        recs = self.train
-        lengths = np.array([min(self.seq_len, len(recs[r].features) - s) for r, s in items], dtype=np.int64)
+        recs = [self._item(r) for r, _ in items]
+        lengths = np.array([min(self.seq_len, self._frames[r] - s) for r, s in items], dtype=np.int64)
         L = int(lengths.max())
         D, C = recs[0].features.shape[1], len(self.labels)
         x = np.zeros((L, len(items), D), dtype=np.float32)  # (T, N, D)
         y = np.zeros((L, len(items), C), dtype=np.float32)  # (T, N, C)
-        for j, (r, s) in enumerate(items):
+        for j, ((_, s), rec) in enumerate(zip(items, recs)):
             n = lengths[j]
-            x[:n, j] = recs[r].features[s:s + n]
-            y[:n, j] = recs[r].roll[s:s + n]
+            x[:n, j] = rec.features[s:s + n]
+            y[:n, j] = rec.roll[s:s + n]
         if self.augment:
             self._augment(x, k)
         mask = None
@@ -205,6 +218,12 @@ class SEDTask(PlannedEpochs):
                           f"event F1 {100 * sc['event_f1']:.1f}% ER {sc['event_er']:.3f} "
                           f"(threshold {self.threshold:g}, median {self.median_ms:g} ms{tuned})")
 
+    def _scene_meta(self) -> dict:
+        if self.scenes is None:
+            return {}
+        return {"scenes_per_epoch": len(self.scene_layout), "scene_seconds_per_epoch":
+                round(sum(self.scenes.recipe.seconds(t) for t in self.scene_layout), 3)}
+
     def _data_units(self) -> tuple[str, int]:
         return "windows", len(self._windows)
 
@@ -214,5 +233,6 @@ class SEDTask(PlannedEpochs):
                 "decode": {"threshold": self.threshold, "median_ms": self.median_ms},
                 "data": {"train_recordings": len(self.train), "val_recordings": len(self.val),
                          "train_frames": int(sum(len(r.features) for r in self.train)),
-                         "train_seconds": round(sum(r.duration for r in self.train), 3)},
+                         "train_seconds": round(sum(r.duration for r in self.train), 3),
+                         **self._scene_meta()},
                 "data_options": self.data_options}

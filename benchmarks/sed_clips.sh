@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Sound event detection trained on scenes mixed afresh every epoch (`seqtool train sed --clips`),
+# with default options, on the DCASE 2016 task 2 office clips; scored on scenes mixed from clips
+# and timelines held out from training.
+#
+#   BUDGET=15m benchmarks/sed_clips.sh [WORKDIR]   (defaults: ./sed-clips, BUDGET 15m)
+#
+# Held out as in benchmarks/sed_office.sh: of the 15 clips per class every 5th (sorted by name),
+# and 3 of the 18 official dev timelines (one per EBR). Training: `--clips` on the other 12 clips
+# per class and `--timeline` on the other 15 timelines; everything else the defaults. Test: the 3
+# held-out timelines over pink and brown noise at their own EBR, and 6 random two-minute scenes
+# (EBR -6..6 dB, another seed), all from the held-out clips. Prints segment F1 and ER at the end.
+set -euo pipefail
+DATA=${SEQTOOL_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}/dcase2016-task2-office
+W=${1:-sed-clips}
+BUDGET=${BUDGET:-15m}
+TL=$DATA/annotations/dev
+TEST_TL="dev_1_ebr_-6_nec_2_poly_0 dev_1_ebr_0_nec_3_poly_1 dev_1_ebr_6_nec_5_poly_1"
+[ -d "$DATA/clips" ] || { echo "no data at $DATA" >&2; exit 1; }
+rm -rf "$W/train_clips" "$W/test_clips" "$W/test" "$W/test.tsv"
+mkdir -p "$W/train_clips" "$W/test_clips"
+cd "$W"
+
+for label in $(tail -n +2 "$DATA/clips.tsv" | cut -f2 | sort -u); do
+  i=0
+  for f in $(awk -F'\t' -v l="$label" '$2 == l {print $1}' "$DATA/clips.tsv" | sort); do
+    if [ $((i % 5)) -eq 4 ]; then part=test_clips; else part=train_clips; fi
+    ln -sf "$DATA/clips/$f" "$part/$f"
+    i=$((i + 1))
+  done
+done
+
+timelines=()
+for f in "$TL"/dev_1_ebr_*.txt; do
+  case " $TEST_TL " in *" $(basename "$f" .txt) "*) ;; *) timelines+=(--timeline "$f") ;; esac
+done
+echo "training on $(ls train_clips | wc -l) clips and $((${#timelines[@]} / 2)) timelines for $BUDGET" >&2
+/usr/bin/time -f "train: %e s wall" seqtool train sed --clips train_clips "${timelines[@]}" -o clips.model \
+  --time-budget "$BUDGET" --seed 1
+
+for t in $TEST_TL; do
+  ebr=$(echo "$t" | sed 's/.*ebr_\(-\{0,1\}[0-9]*\)_.*/\1/')
+  for bg in pink brown; do
+    seqtool synth-scenes -q test_clips -o "test/${t}_$bg" --ebr="$ebr" --background $bg --seed 500 --timeline "$TL/$t.txt"
+  done
+done
+seqtool synth-scenes -q test_clips -o test/rand -n 6 --duration 120 --events-per-class 3 --polyphony 2 \
+  --ebr=-6:6 --background pink --seed 900
+# one reference list; file names relative to test/
+{ printf 'filename\tonset\toffset\tevent_label\n'
+  for d in test/*/; do n=$(basename "$d"); tail -n +2 "$d/ground_truth.tsv" | sed "s|^|$n/|"; done
+} > test.tsv
+
+seqtool eval clips.model test test.tsv | tee eval.txt
+seqtool eval clips.model test test.tsv --json > eval.json
+awk '/^segment-based/ {for (i = 1; i <= NF; i++) {if ($i == "F1") f = $(i + 1); if ($i == "ER") e = $(i + 1)}
+     print "test scenes (held-out clips and timelines): segment F1 " f ", ER " e}' eval.txt
