@@ -19,7 +19,7 @@ __all__ = ["DEFAULTS", "from_data", "SpectrumFacts"]
 
 DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 1, "embed": 128, "dropout": 0.2,
             "bidirectional": True, "attention": "general", "input_feeding": False, "unit": "word",
-            "optimizer": "adam", "lr": 2e-3, "clip_norm": 5.0, "lr_schedule": "cosine", "warmup": 0,
+            "optimizer": "adam", "lr": 2e-3, "clip_norm": 5.0, "lr_schedule": "plateau", "warmup": 0,
             "batch": 64, "val_frac": 0.05, "min_count": 1, "teacher_forcing": 1.0, "reverse": False}
 
 # Words seen once are left out of a vocabulary (-> <unk>) when they are at least this share of
