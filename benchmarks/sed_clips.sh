@@ -3,7 +3,7 @@
 # with default options, on the DCASE 2016 task 2 office clips; scored on scenes mixed from clips
 # and timelines held out from training.
 #
-#   BUDGET=15m benchmarks/sed_clips.sh [WORKDIR]   (defaults: ./sed-clips, BUDGET 15m)
+#   BUDGET=15m benchmarks/sed_clips.sh [WORKDIR [extra train options...]]   (defaults: ./sed-clips, 15m)
 #
 # Held out as in benchmarks/sed_office.sh: of the 15 clips per class every 5th (sorted by name),
 # and 3 of the 18 official dev timelines (one per EBR). Training: `--clips` on the other 12 clips
@@ -13,6 +13,7 @@
 set -euo pipefail
 DATA=${SEQTOOL_DATA:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data}/dcase2016-task2-office
 W=${1:-sed-clips}
+shift $(( $# > 0 ? 1 : 0 ))
 BUDGET=${BUDGET:-15m}
 TL=$DATA/annotations/dev
 TEST_TL="dev_1_ebr_-6_nec_2_poly_0 dev_1_ebr_0_nec_3_poly_1 dev_1_ebr_6_nec_5_poly_1"
@@ -36,7 +37,7 @@ for f in "$TL"/dev_1_ebr_*.txt; do
 done
 echo "training on $(ls train_clips | wc -l) clips and $((${#timelines[@]} / 2)) timelines for $BUDGET" >&2
 /usr/bin/time -f "train: %e s wall" seqtool train sed --clips train_clips "${timelines[@]}" -o clips.model \
-  --time-budget "$BUDGET" --seed 1
+  --time-budget "$BUDGET" --seed 1 "$@"
 
 for t in $TEST_TL; do
   ebr=$(echo "$t" | sed 's/.*ebr_\(-\{0,1\}[0-9]*\)_.*/\1/')

@@ -154,11 +154,17 @@ def test_mse_matches_torch_and_gradcheck(reduction):
     assert ok, details
 
 
-def test_cross_entropy_on_a_vocabulary_sized_axis_matches_a_naive_reference():
+@pytest.mark.parametrize("blocked", [False, True])
+def test_cross_entropy_on_a_vocabulary_sized_axis_matches_a_naive_reference(blocked, monkeypatch):
+    """130 x 10,000 float32 (5.2 MB): large logits go in row blocks over threads."""
+    from seqtool.core import losses
+
+    monkeypatch.setattr(losses, "_BLOCKED_MIN_BYTES", 1 if blocked else 1 << 40)
     rng = np.random.default_rng(5)
-    x = (rng.standard_normal((40, 3000)) * 4).astype(np.float32)
-    t = rng.integers(0, 3000, 40)
-    t[[3, 17]] = -100
+    M, C = 130, 10_000
+    x = (rng.standard_normal((M, C)) * 4).astype(np.float32)
+    t = rng.integers(0, C, M)
+    t[[3, 17, 100]] = -100
     xt = seqtool.tensor(x, requires_grad=True)
     loss = cross_entropy(xt, t)
     loss.backward()
@@ -166,10 +172,13 @@ def test_cross_entropy_on_a_vocabulary_sized_axis_matches_a_naive_reference():
     p = np.exp(x64 - x64.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     keep = t != -100
-    expected = -np.log(p[np.arange(40)[keep], t[keep]]).mean()
+    expected = -np.log(p[np.arange(M)[keep], t[keep]]).mean()
     onehot = np.zeros_like(p)
-    onehot[np.arange(40)[keep], t[keep]] = 1
+    onehot[np.arange(M)[keep], t[keep]] = 1
     grad = (p - onehot) * keep[:, None] / keep.sum()
     np.testing.assert_allclose(loss.item(), expected, rtol=1e-5)
     np.testing.assert_allclose(xt.grad, grad, rtol=1e-4, atol=1e-9)
     assert xt.grad.dtype == np.float32
+    per_row = cross_entropy(seqtool.tensor(x), t, reduction="none").data
+    np.testing.assert_allclose(per_row[keep], -np.log(p[np.arange(M)[keep], t[keep]]), rtol=1e-4)
+    assert (per_row[~keep] == 0).all()
