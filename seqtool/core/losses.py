@@ -47,7 +47,7 @@ class CrossEntropy(Function):
         t_safe = np.where(valid, t, 0)  # ignored rows index class 0, then get masked out
         need_grad = any(self.needs_input_grad)
         z = np.empty_like(x)  # exp(x - max), then the gradient
-        loss = np.empty(x.shape[:1], x.dtype)
+        loss = np.empty_like(x[:, 0])  # like x: on x's device
         _by_row_blocks(lambda lo, hi: _softmax_rows(x[lo:hi], t_safe[lo:hi], z[lo:hi], loss[lo:hi],
                                                     scale, need_grad), x)
         if need_grad:
