@@ -16,41 +16,23 @@ W=${1:-sed-clips}
 shift $(( $# > 0 ? 1 : 0 ))
 BUDGET=${BUDGET:-15m}
 TL=$DATA/annotations/dev
-TEST_TL="dev_1_ebr_-6_nec_2_poly_0 dev_1_ebr_0_nec_3_poly_1 dev_1_ebr_6_nec_5_poly_1"
 [ -d "$DATA/clips" ] || { echo "no data at $DATA" >&2; exit 1; }
+. "$(cd "$(dirname "$0")" && pwd)/sed_holdout.sh"
 rm -rf "$W/train_clips" "$W/test_clips" "$W/test" "$W/test.tsv"
-mkdir -p "$W/train_clips" "$W/test_clips"
+mkdir -p "$W"
 cd "$W"
-
-for label in $(tail -n +2 "$DATA/clips.tsv" | cut -f2 | sort -u); do
-  i=0
-  for f in $(awk -F'\t' -v l="$label" '$2 == l {print $1}' "$DATA/clips.tsv" | sort); do
-    if [ $((i % 5)) -eq 4 ]; then part=test_clips; else part=train_clips; fi
-    ln -sf "$DATA/clips/$f" "$part/$f"
-    i=$((i + 1))
-  done
-done
+split_clips
 
 timelines=()
 for f in "$TL"/dev_1_ebr_*.txt; do
-  case " $TEST_TL " in *" $(basename "$f" .txt) "*) ;; *) timelines+=(--timeline "$f") ;; esac
+  is_test_timeline "$f" || timelines+=(--timeline "$f")
 done
 echo "training on $(ls train_clips | wc -l) clips and $((${#timelines[@]} / 2)) timelines for $BUDGET" >&2
 /usr/bin/time -f "train: %e s wall" seqtool train sed --clips train_clips "${timelines[@]}" -o clips.model \
   --time-budget "$BUDGET" --seed 1 "$@"
 
-for t in $TEST_TL; do
-  ebr=$(echo "$t" | sed 's/.*ebr_\(-\{0,1\}[0-9]*\)_.*/\1/')
-  for bg in pink brown; do
-    seqtool synth-scenes -q test_clips -o "test/${t}_$bg" --ebr="$ebr" --background $bg --seed 500 --timeline "$TL/$t.txt"
-  done
-done
-seqtool synth-scenes -q test_clips -o test/rand -n 6 --duration 120 --events-per-class 3 --polyphony 2 \
-  --ebr=-6:6 --background pink --seed 900
-# one reference list; file names relative to test/
-{ printf 'filename\tonset\toffset\tevent_label\n'
-  for d in test/*/; do n=$(basename "$d"); tail -n +2 "$d/ground_truth.tsv" | sed "s|^|$n/|"; done
-} > test.tsv
+make_test_scenes
+annotation_list test > test.tsv
 
 seqtool eval clips.model test test.tsv | tee eval.txt
 seqtool eval clips.model test test.tsv --json > eval.json

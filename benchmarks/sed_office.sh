@@ -17,25 +17,17 @@ W=${1:-sed-office}
 BUDGET=${2:-25m}
 MORE=${3:-20m}
 TL=$DATA/annotations/dev
-TEST_TL="dev_1_ebr_-6_nec_2_poly_0 dev_1_ebr_0_nec_3_poly_1 dev_1_ebr_6_nec_5_poly_1"
 [ -d "$DATA/clips" ] || { echo "no data at $DATA" >&2; exit 1; }
-mkdir -p "$W/train_clips" "$W/test_clips"
+. "$(cd "$(dirname "$0")" && pwd)/sed_holdout.sh"
+mkdir -p "$W"
 cd "$W"
-
-for label in $(tail -n +2 "$DATA/clips.tsv" | cut -f2 | sort -u); do
-  i=0
-  for f in $(awk -F'\t' -v l="$label" '$2 == l {print $1}' "$DATA/clips.tsv" | sort); do
-    if [ $((i % 5)) -eq 4 ]; then part=test_clips; else part=train_clips; fi
-    ln -sf "$DATA/clips/$f" "$part/$f"
-    i=$((i + 1))
-  done
-done
+split_clips
 
 seed=1
 for ebr in -6 0 6; do
   timelines=()
   for f in "$TL"/dev_1_ebr_${ebr}_*.txt; do
-    case " $TEST_TL " in *" $(basename "$f" .txt) "*) ;; *) timelines+=(--timeline "$f") ;; esac
+    is_test_timeline "$f" || timelines+=(--timeline "$f")
   done
   for bg in pink brown white pink2; do
     seqtool synth-scenes -q train_clips -o "train/dev_${ebr}_$bg" --ebr="$ebr" --background "${bg%2}" \
@@ -48,21 +40,9 @@ for k in 1 2 3 4; do
   seqtool synth-scenes -q train_clips -o "train/rand_$k" -n 10 --duration 60 --events-per-class 3 \
     --polyphony $((k % 3 + 1)) --ebr=-6:6 --background $bg --seed $((100 + k))
 done
-for t in $TEST_TL; do
-  ebr=$(echo "$t" | sed 's/.*ebr_\(-\{0,1\}[0-9]*\)_.*/\1/')
-  for bg in pink brown; do
-    seqtool synth-scenes -q test_clips -o "test/${t}_$bg" --ebr="$ebr" --background $bg --seed 500 --timeline "$TL/$t.txt"
-  done
-done
-seqtool synth-scenes -q test_clips -o test/rand -n 6 --duration 120 --events-per-class 3 --polyphony 2 \
-  --ebr=-6:6 --background pink --seed 900
-
-# one annotation list per part; file names relative to the part's folder
-for part in train test; do
-  { printf 'filename\tonset\toffset\tevent_label\n'
-    for d in "$part"/*/; do n=$(basename "$d"); tail -n +2 "$d/ground_truth.tsv" | sed "s|^|$n/|"; done
-  } > "$part.tsv"
-done
+make_test_scenes
+annotation_list train > train.tsv
+annotation_list test > test.tsv
 
 /usr/bin/time -f "train: %e s wall" seqtool train sed train train.tsv -o office.model --time-budget "$BUDGET" --seed 1
 if [ "$MORE" != 0 ]; then
