@@ -19,27 +19,12 @@ from seqtool.tasks.sed.scenes import VALIDATION
 
 sys.path.insert(0, os.path.dirname(__file__))
 from faultkit import run_fault  # noqa: E402
+from tones import LABELS, SR, tone_clip  # noqa: E402
 
-SR = 16000
-LABELS = ["beep", "buzz", "hiss"]
 SCENES = {"scene_seconds": 6.0, "events_per_class": (1, 2), "polyphony": (1, 2), "scenes": 2}
 NET = {"hidden": 8, "layers": 1, "seq_len": 64, "batch": 4, "tune_decoding": False}
 CLI_SCENES = ["--scene-seconds", 6, "--events-per-class", "1:2", "--polyphony", "1:2", "--scenes", 2]
 CLI_NET = ["--hidden", 8, "--layers", 1, "--seq-len", 64, "--batch", 4, "--no-tune-decoding", "-q"]
-
-
-def _clip(label, seconds, rng):
-    t = np.arange(int(seconds * SR)) / SR
-    if label == "beep":
-        x = np.sin(2 * np.pi * 1000 * t)
-    elif label == "buzz":
-        x = np.sign(np.sin(2 * np.pi * 200 * t)) * 0.7
-    else:
-        spec = np.fft.rfft(rng.standard_normal(len(t)))
-        f = np.fft.rfftfreq(len(t), 1 / SR)
-        spec[(f < 4000) | (f > 6000)] = 0
-        x = np.fft.irfft(spec, len(t))
-    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +35,10 @@ def data(tmp_path_factory):
     (d / "clips").mkdir()
     for label in LABELS:
         for k, seconds in enumerate((0.4, 0.7, 1.0)):
-            write_wav(d / "clips" / f"{label}{k:03d}.wav", _clip(label, seconds, rng), SR)
+            write_wav(d / "clips" / f"{label}{k:03d}.wav", tone_clip(label, seconds, rng), SR)
     (d / "tl.txt").write_text("0.5\t1.2\tbeep\n1.0\t2.0\tbuzz\n4.0\t4.4\thiss\n")
     (d / "rec").mkdir()
-    two = {lab: [_clip(lab, 0.7, rng)] for lab in ("beep", "buzz")}
+    two = {lab: [tone_clip(lab, 0.7, rng)] for lab in ("beep", "buzz")}
     from seqtool.data.synth import synth_scenes_to_dir
 
     synth_scenes_to_dir(d / "rec", two, 4, duration=6.0, ebr_db=6.0, events_per_class=1, max_polyphony=1,

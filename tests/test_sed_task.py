@@ -18,28 +18,13 @@ from seqtool.cli.main import cli
 from seqtool.data.events import Event, parse_events, read_events
 from seqtool.errors import UsageError
 from seqtool.metrics.sed import event_based, segment_based
+from tones import LABELS, SR, tone_clip
 
-SR = 16000
-LABELS = ["beep", "buzz", "hiss"]
 TINY = ["--hidden", 16, "--layers", 2, "--seq-len", 64, "--batch", 8, "--seed", 3, "-q"]
 
 
 def _run(*args, **kw):
     return CliRunner().invoke(cli, [str(a) for a in args], **kw)
-
-
-def _clip(label, seconds, rng):
-    t = np.arange(int(seconds * SR)) / SR
-    if label == "beep":
-        x = np.sin(2 * np.pi * 1000 * t)
-    elif label == "buzz":
-        x = np.sign(np.sin(2 * np.pi * 200 * t)) * 0.7
-    else:
-        spec = np.fft.rfft(rng.standard_normal(len(t)))
-        f = np.fft.rfftfreq(len(t), 1 / SR)
-        spec[(f < 4000) | (f > 6000)] = 0
-        x = np.fft.irfft(spec, len(t))
-    return (0.5 * x / np.max(np.abs(x))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +33,7 @@ def clips(tmp_path_factory):
     rng = np.random.default_rng(0)
     for label in LABELS:
         for k, seconds in enumerate((0.4, 0.7, 1.0)):
-            write_wav(d / f"{label}{k:03d}.wav", _clip(label, seconds, rng), SR)
+            write_wav(d / f"{label}{k:03d}.wav", tone_clip(label, seconds, rng), SR)
     return d
 
 
