@@ -72,6 +72,18 @@ def rowsum_block(a, out, k, nblocks):
         out[r] = acc
 
 
+@njit(cache=True)
+def weight_grads_block(dg2, x2, h_in, w_ih, dw_ih, dw_hh, db, dx_parts, part, k, nblocks, need_dx):
+    """Block k of a recurrence's gradients from its pre-activation gradients dg2 (G, T*N):
+    dw_ih = dg2 @ x2, dw_hh = dg2 @ h_in and db = dg2's row sums (split by rows of dg2), and with
+    need_dx dx_parts[part] = this block's share of dg2.T @ w_ih (the parts sum to dx)."""
+    gemm_rows(dg2, x2, dw_ih, k, nblocks)
+    gemm_rows(dg2, h_in, dw_hh, k, nblocks)
+    rowsum_block(dg2, db, k, nblocks)
+    if need_dx:
+        gemm_tn_partial(dg2, w_ih, dx_parts[part], k, nblocks)
+
+
 @njit(parallel=True, cache=True)
 def matmul(a, b, nthreads):
     """a @ b for 2-d a (M, K) C-contiguous and b (K, P), rows of a split over the threads."""

@@ -26,8 +26,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_valid, gemm_rows, gemm_tn_partial,
-                                  rowsum_block, store_block_state)
+from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_valid, gemm_rows, store_block_state,
+                                  weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul, panel_tile, unit_order
 
 UNITS = PANEL // 4  # hidden units per panel of the packed W_hh (their 4 gate rows each)
@@ -172,10 +172,7 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
     db = np.empty(4 * H, x.dtype)
     dx_parts = np.empty((nb if need_dx else 0, T * N, D), x.dtype)  # split over the 4H sum
     for k in prange(nb):  # weight gradients summed over time: one GEMM each, split by rows
-        gemm_rows(dg2, x.reshape(T * N, D), dw_ih, k, nb)
-        gemm_rows(dg2, h_in, dw_hh, k, nb)
-        rowsum_block(dg2, db, k, nb)
-        if need_dx:
-            gemm_tn_partial(dg2, w_ih, dx_parts[k], k, nb)
+        weight_grads_block(dg2, x.reshape(T * N, D), h_in, w_ih, dw_ih, dw_hh, db, dx_parts, k, k, nb,
+                           need_dx)
     dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dc, dw_ih, dw_hh, db

@@ -13,7 +13,7 @@ c (2, T+1, H, N), gates (2, 4H, T, N). y and dy are (T, N, 2H), forward features
 import numpy as np
 from numba import njit, prange
 
-from seqtool.kernels.blas import block, gemm_rows, gemm_tn_partial, rowsum_block
+from seqtool.kernels.blas import block, gemm_rows, weight_grads_block
 from seqtool.kernels import gru, lstm, rnn
 from seqtool.kernels.tiles import natural_order, pack_panels, unit_order
 
@@ -94,11 +94,7 @@ def lstm_backward_pair(x, w_ih, w_hh, h, c, gates, lengths, dy, dh_n, dc_n, need
         d, kb = k // nb, k % nb
         dg2 = dgates[d].reshape(4 * H, T * N)
         h_in = (h[d, 1:] if d == 1 else h[d, :T]).reshape(T * N, H)  # the states that fed each step
-        gemm_rows(dg2, x2, dw_ih[d], kb, nb)
-        gemm_rows(dg2, h_in, dw_hh[d], kb, nb)
-        rowsum_block(dg2, db[d], kb, nb)
-        if need_dx:
-            gemm_tn_partial(dg2, w_ih[d], dx_parts[k], kb, nb)
+        weight_grads_block(dg2, x2, h_in, w_ih[d], dw_ih[d], dw_hh[d], db[d], dx_parts, k, kb, nb, need_dx)
     dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dc, dw_ih, dw_hh, db
 
@@ -149,11 +145,7 @@ def rnn_backward_pair(x, w_ih, w_hh, h, act, lengths, relu, dy, dh_n, need_dx, n
         d, kb = k // nb, k % nb
         d2 = dpre[d].reshape(H, T * N)
         h_in = (h[d, 1:] if d == 1 else h[d, :T]).reshape(T * N, H)
-        gemm_rows(d2, x2, dw_ih[d], kb, nb)
-        gemm_rows(d2, h_in, dw_hh[d], kb, nb)
-        rowsum_block(d2, db[d], kb, nb)
-        if need_dx:
-            gemm_tn_partial(d2, w_ih[d], dx_parts[k], kb, nb)
+        weight_grads_block(d2, x2, h_in, w_ih[d], dw_ih[d], dw_hh[d], db[d], dx_parts, k, kb, nb, need_dx)
     dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db
 

@@ -9,8 +9,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
-from seqtool.kernels.blas import (add_transposed, block, fill_valid, gemm_rows, gemm_tn_partial, rowsum_block,
-                                  store_block_state)
+from seqtool.kernels.blas import (add_transposed, block, fill_valid, gemm_rows, store_block_state,
+                                  weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
 
 
@@ -108,10 +108,6 @@ def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_d
     db = np.empty(H, x.dtype)
     dx_parts = np.empty((nb if need_dx else 0, T * N, D), x.dtype)
     for k in prange(nb):
-        gemm_rows(d2, x.reshape(T * N, D), dw_ih, k, nb)
-        gemm_rows(d2, h_in, dw_hh, k, nb)
-        rowsum_block(d2, db, k, nb)
-        if need_dx:
-            gemm_tn_partial(d2, w_ih, dx_parts[k], k, nb)
+        weight_grads_block(d2, x.reshape(T * N, D), h_in, w_ih, dw_ih, dw_hh, db, dx_parts, k, k, nb, need_dx)
     dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db
