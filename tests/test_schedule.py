@@ -122,3 +122,17 @@ def test_an_interrupted_cosine_run_resumes_exactly(tmp_path, monkeypatch):
     a, b = load_checkpoint(straight), load_checkpoint(cut)
     for k in a.arrays:
         np.testing.assert_array_equal(a.arrays[k], b.arrays[k], err_msg=k)
+
+
+def test_the_cli_offers_exactly_the_library_schedules():
+    from seqtool.cli import options
+    from seqtool.training.schedule import SCHEDULES
+
+    assert options.SCHEDULES == SCHEDULES  # cli keeps a literal copy to stay light at start-up
+
+
+def test_an_unknown_schedule_is_a_usage_error():
+    from seqtool.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown learning-rate schedule 'step'"):
+        LearningRate(_Optimizer(0.1), "step")

@@ -47,7 +47,7 @@ from seqtool.training.distributed import Agreement, Replicas, current_world, fin
 from seqtool.errors import SeqtoolError, UsageError
 from seqtool.training.interrupt import deferred_interrupts
 from seqtool.optim import clip_grad_norm, make_optimizer
-from seqtool.training.schedule import SCHEDULES, LearningRate
+from seqtool.training.schedule import LearningRate
 
 __all__ = ["TrainSettings", "Trainer", "NullReporter", "TrainingInterrupted", "TASK_ARRAY_PREFIX"]
 
@@ -109,9 +109,6 @@ class TrainSettings:
     def check(self) -> None:
         if self.epochs is None and self.steps is None and self.time_budget is None:
             raise UsageError("give a stopping rule: --epochs, --steps or --time-budget")
-        if self.lr_schedule not in SCHEDULES:
-            raise UsageError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one of: "
-                             f"{', '.join(SCHEDULES)}")
         if self.val_every < 1:
             raise UsageError(f"validation interval must be positive, got {self.val_every}")
 

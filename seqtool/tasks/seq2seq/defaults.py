@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-__all__ = ["DEFAULTS", "from_data", "SpectrumFacts"]
+__all__ = ["DEFAULTS", "READ_OFF_DATA", "from_data", "SpectrumFacts"]
 
 DEFAULTS = {"cell": "lstm", "hidden": 256, "layers": 1, "embed": 128, "dropout": 0.2,
             "bidirectional": True, "attention": "general", "input_feeding": False, "unit": "word",
             "optimizer": "adam", "lr": 2e-3, "clip_norm": 5.0, "lr_schedule": "plateau", "warmup": 0,
             "batch": 64, "val_frac": 0.05, "min_count": 1, "teacher_forcing": 1.0, "reverse": False}
 
+READ_OFF_DATA = ("min_count", "val_frac")  # what from_data chooses; DEFAULTS' values are fallbacks
 # Words seen once are left out of a vocabulary (-> <unk>) when they are at least this share of
 # its types yet at most that share of its tokens: a word met once cannot be learnt as an output,
 # and each costs a softmax column (Tatoeba's French side: 40% of 14,449 types, 1.3% of tokens).

@@ -17,7 +17,7 @@ from seqtool.tasks.base import (describe, TRAINING_KEYS, TrainJob, TrainRequest,
                                 merge_given, reporter_of,
                                 stored_or_given, train_settings, validation_interval)
 from seqtool.tasks.seq2seq.decode import EVAL_BATCH, Translator
-from seqtool.tasks.seq2seq.defaults import DEFAULTS, from_data
+from seqtool.tasks.seq2seq.defaults import DEFAULTS, READ_OFF_DATA, from_data
 from seqtool.tasks.seq2seq.model import (CONFIG_KEYS, OLDER_FILE_CONFIG, Seq2Seq, build_seq2seq,
                                          config_of)
 from seqtool.tasks.seq2seq.text import EOS, PAD, SOS, Vocab, detokenize, tokenize
@@ -249,7 +249,7 @@ def merged_options(request: TrainRequest) -> tuple[dict, dict, dict, dict | None
         training = stored_or_given(training, meta.get("training") or {})
         data_options = stored_or_given(data_options, meta.get("data_options") or {})
         vocab = meta.get("vocab") or None
-    fixed = {k: v for k, v in DEFAULTS.items() if k not in ("min_count", "val_frac")}
+    fixed = {k: v for k, v in DEFAULTS.items() if k not in READ_OFF_DATA}
     return (fill_defaults(config, DEFAULTS), fill_defaults(training, DEFAULTS),
             fill_defaults(data_options, fixed), vocab)
 
