@@ -15,7 +15,7 @@ from numba import njit, prange
 
 from seqtool.kernels.blas import block, gemm_rows, weight_grads_block
 from seqtool.kernels import gru, lstm, rnn
-from seqtool.kernels.tiles import natural_order, pack_panels, unit_order
+from seqtool.kernels.tiles import natural_order, pack_panels
 
 
 def pair_directions(nthreads):
@@ -61,7 +61,7 @@ def lstm_forward_pair(x, h0, c0, w_ih, w_hh, b, lengths, nthreads):
     c[0, 0] = c0[0].T
     h[1, T] = h0[1]
     c[1, T] = c0[1].T
-    panels = _pack_pair(w_hh, unit_order(H, 4))
+    panels = _pack_pair(w_hh, natural_order(4 * H))
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
