@@ -14,20 +14,20 @@ Saved for backward:
   c       (T+1, H, N)   cell chain, same slots, gate-major like the gates
   gates   (4H, T, N)    activated i, f, g, o (zero on padding)
 Threads: each Numba thread owns a block of M batch rows for the whole time loop and keeps
-their state transposed, hT (H, C) with C = M rounded up to whole vector registers. The
-recurrent product runs on W_hh packed once per call (kernels/tiles.py): a panel holds the
-four gate rows of PANEL/4 hidden units, so each tile's epilogue finishes those units' step
-(activations, cell, state) straight from the accumulators; the backward's W_hh.T @ dG runs
-on W_hh.T packed the same way. Gate-major buffers make the gate arithmetic contiguous over
-the M rows, so it vectorizes; every large GEMM stays one BLAS call per thread block.
+their state and cell transposed, (H, C) with C = M rounded up to whole vector registers. The
+recurrent product runs on W_hh packed once per call (kernels/tiles.py), the backward's
+W_hh.T @ dG on W_hh.T packed the same way. Each step gathers the block's columns of the
+gate-major arrays into contiguous (4H, C) buffers, so the gate arithmetic of all its cells is
+one flat vectorized loop, and writes the results back; every large GEMM stays one BLAS call
+per thread block.
 Memory: ((T+1)2H + 5TH) N floats; T=100, N=32, H=256: 16 MB in float32.
 """
 import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_valid, gemm_rows, store_block_state,
-                                  weight_grads_block)
+from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, get_block, put_block,
+                                  scatter_rows, store_block_state, weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
 
 
@@ -54,61 +54,13 @@ def _cells_forward(rec, gin, c_old, c_new, h_old, h_new, mask):
         x_i[e], x_f[e], x_g[e], x_o[e] = v * i_, v * f_, v * g_, v * o_
 
 
-@njit(cache=True)
-def fill_mask(mask, valid, H, C):
-    """mask (H*C) = valid (M) repeated for each hidden unit's row of C columns (0 past M)."""
-    M = valid.shape[0]
-    for j in range(H):
-        row = mask[j * C:(j + 1) * C]
-        for m in range(M):
-            row[m] = valid[m]
-
-
-@njit(cache=True)
-def gather_rows(dst, src, t, lo, hi, bias):
-    """dst[r, :M] = src[r, t, lo:hi] + bias[r] for every row r of the (rows, T, N) src."""
-    for r in range(dst.shape[0]):
-        row, out, b_r = src[r, t, lo:hi], dst[r], bias[r]
-        for m in range(hi - lo):
-            out[m] = row[m] + b_r
-
-
-@njit(cache=True)
-def scatter_rows(dst, src, t, lo, hi):
-    """dst[r, t, lo:hi] = src[r, :M] for every row r of the (rows, T, N) dst."""
-    for r in range(src.shape[0]):
-        out, row = dst[r, t, lo:hi], src[r]
-        for m in range(hi - lo):
-            out[m] = row[m]
-
-
-@njit(cache=True)
-def get_block(dst, src, lo, hi):
-    """dst[r, :M] = src[r, lo:hi] for every row r of the (rows, N) src."""
-    for r in range(dst.shape[0]):
-        out, row = dst[r], src[r, lo:hi]
-        for m in range(hi - lo):
-            out[m] = row[m]
-
-
-@njit(cache=True)
-def put_block(dst, src, lo, hi):
-    """dst[r, lo:hi] = src[r, :M] for every row r of the (rows, N) dst. (A slice assignment
-    per row measured ~10x slower than this loop.)"""
-    for r in range(src.shape[0]):
-        out, row = dst[r, lo:hi], src[r]
-        for m in range(hi - lo):
-            out[m] = row[m]
-
-
 @njit(cache=True, error_model="numpy")
 def _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi):
-    """The block's time loop. Per step: the recurrent product on the packed W_hh into pre
+    """The block's time loop. Per step: the recurrent product on the packed W_hh into rec
     (4H, C), the step's input projection and bias added from gates (gate-major, shared by the
     threads), the flat cell loop, and the activated gates and the cell written back."""
     T, H, M = y.shape[0], h.shape[2], hi - lo
     C = padded(M)
-    one = unit(h)
     first = T if reverse else 0
     # The block's state and cell transposed (H, C), columns past M zero; a step reads the
     # old buffers and writes the new ones.
@@ -124,10 +76,7 @@ def _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi):
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur = t if reverse else t + 1
-        fill_valid(valid, lengths, t, lo, one)
-        if valid.sum() != n_valid:  # rows only join or leave: the mask changes with their count
-            n_valid = valid.sum()
-            fill_mask(mask, valid, H, C)
+        n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, h_old, rec)
         gather_rows(gin, gates, t, lo, hi, b)
         _cells_forward(rec[:4 * H].reshape(4, H * C), gin.reshape(4, H * C), c_old.reshape(H * C),
@@ -185,7 +134,6 @@ def _cells_backward(act, c_cur, c_prev, dh, dc, dg, mask):
 def _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo, hi):
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
     C = padded(M)
-    one = unit(c)
     dhT = np.zeros((H, C), c.dtype)  # gradient reaching the carried state; columns past M 0
     dcT = np.zeros((H, C), c.dtype)
     dhT[:, :M] = dh[lo:hi].T
@@ -201,10 +149,7 @@ def _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo,
     for s in range(T):
         t = s if reverse else T - 1 - s  # the opposite order of the forward sweep
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
-        fill_valid(valid, lengths, t, lo, one)
-        if valid.sum() != n_valid:
-            n_valid = valid.sum()
-            fill_mask(mask, valid, H, C)
+        n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         add_transposed(dhT, dy, t, lo, valid)
         gather_rows(act, gates, t, lo, hi, no_bias)
         if s == 0:

@@ -166,20 +166,3 @@ def panel_matmul(panels, src, out):
     """out (P*PANEL, C) = (the packed W) @ src (K, C), C a multiple of LANES."""
     for p in range(panels.shape[0]):
         panel_tile(panels[p], src, out[p * PANEL:(p + 1) * PANEL])
-
-
-@njit(cache=True)
-def unit_order(H, G):
-    """Row order for gates fused into the tile: panel p holds the G gate rows (g*H + j) of
-    PANEL // G hidden units j, gate-major inside the panel (row g * units + u), so one tile
-    yields every gate of its units. Missing units (past H) are zero rows."""
-    units = PANEL // G
-    P = (H + units - 1) // units
-    order = np.full(P * PANEL, -1, np.int64)
-    for p in range(P):
-        for g in range(G):
-            for u in range(units):
-                j = p * units + u
-                if j < H:
-                    order[p * PANEL + g * units + u] = g * H + j
-    return order

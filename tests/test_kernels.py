@@ -138,19 +138,6 @@ def test_panel_product_matches_numpy(dtype, rows, K, C):
     assert out.shape[0] % PANEL == 0 and np.all(out[rows:] == 0.0)  # rows past the weight are zero
 
 
-def test_unit_order_groups_each_units_gates_in_one_panel():
-    from seqtool.kernels.tiles import PANEL, unit_order
-
-    H, G = 5, 4
-    order = unit_order(H, G).reshape(-1, PANEL)
-    units = PANEL // G
-    for p, panel in enumerate(order):
-        for g in range(G):
-            for u in range(units):
-                j = p * units + u
-                assert panel[g * units + u] == (g * H + j if j < H else -1)
-
-
 _AVX2_CHECK = """
 import numpy as np
 from seqtool.diagnostics import selfcheck
