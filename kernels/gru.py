@@ -14,9 +14,49 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_transposed, block, fill_valid, gemm_rows, gemm_tn_partial, load_transposed,
-                                  rowsum_block, store_block_state)
+from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, gemm_tn_partial,
+                                  load_transposed, rowsum_block, scatter_rows, store_block_state)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _cells_after(rec, gin, b_hn, h_old, h_new, hn, mask):
+    """reset_after, one step of every unit of the block (flat loops as in lstm.py): rec (3, H*C)
+    the recurrent products, gin (3, H*C) the input projections + biases, replaced by the
+    activated r, z, n (zero on padding); hn gets W_hn h + b_hn."""
+    one = unit(rec)
+    x_r, x_z, x_n = gin[0], gin[1], gin[2]
+    for e in range(mask.shape[0]):
+        r = sigm(rec[0, e] + x_r[e])
+        z = sigm(rec[1, e] + x_z[e])
+        hn[e] = rec[2, e] + b_hn[e]
+        n = tanh_(x_n[e] + r * hn[e])
+        v = mask[e]
+        h_new[e] = v * ((one - z) * n + z * h_old[e]) + (one - v) * h_old[e]  # padding: frozen
+        x_r[e], x_z[e], x_n[e] = v * r, v * z, v * n
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _gates_rz(rec, gin, h_old, rh, mask):
+    """Classic form, first half of a step: r, z (zero on padding, in gin) and rh = r * h_{t-1}."""
+    x_r, x_z = gin[0], gin[1]
+    for e in range(mask.shape[0]):
+        r = sigm(rec[0, e] + x_r[e])
+        z = sigm(rec[1, e] + x_z[e])
+        rh[e] = r * h_old[e]
+        x_r[e], x_z[e] = mask[e] * r, mask[e] * z
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _cells_classic(rec_n, b_hn, gin, h_old, h_new, mask):
+    """Classic form, second half: n from W_hn (r * h) (rec_n) and the new state."""
+    one = unit(rec_n)
+    x_z, x_n = gin[1], gin[2]
+    for e in range(mask.shape[0]):
+        n = tanh_(x_n[e] + (rec_n[e] + b_hn[e]))
+        v = mask[e]
+        h_new[e] = v * ((one - x_z[e]) * n + x_z[e] * h_old[e]) + (one - v) * h_old[e]
+        x_n[e] = v * n
 
 
 @njit(cache=True, error_model="numpy")
@@ -24,48 +64,36 @@ def _forward_rows(gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, revers
     # panels: W_hh packed (reset_after) or its r, z rows (classic); panels_n: classic's W_hn.
     T, H, M = y.shape[0], h.shape[2], hi - lo
     C = padded(M)
-    one = unit(h)
-    hT = np.zeros((H, C), h.dtype)  # (H, M) block state, zero columns up to C
-    hT[:, :M] = h[T if reverse else 0, lo:hi].T
-    pre = np.empty((max(3 * H, panels.shape[0] * PANEL), C), h.dtype)  # products, then activated gates
-    pn = np.empty((panels_n.shape[0] * PANEL, C), h.dtype)  # classic form: W_hn @ (r * h)
-    rh = np.zeros((H, C), h.dtype)  # classic form: r * h_{t-1}
+    h_old, h_new = np.zeros((H, C), h.dtype), np.zeros((H, C), h.dtype)  # the block's state, transposed
+    h_old[:, :M] = h[T if reverse else 0, lo:hi].T
+    rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)  # W_hh @ h (r, z rows only: classic)
+    rec_n = np.empty((panels_n.shape[0] * PANEL, C), h.dtype)  # classic: W_hn @ (r * h)
+    gin = np.zeros((3 * H, C), h.dtype)  # the step's input projections + biases, then r, z, n
+    bias_in = np.concatenate((b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:]))  # b_hn joins inside the reset
+    b_hn = np.repeat(b_hh[2 * H:], C)  # one row of C per unit, like the flat loops' arrays
+    hn_b = np.zeros((H, C), h.dtype)  # reset_after: W_hn h + b_hn; classic: r * h
+    mask = np.zeros(H * C, h.dtype)
     valid = np.empty(M, h.dtype)
+    n_valid = -1
+    HC = H * C
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur = t if reverse else t + 1
-        fill_valid(valid, lengths, t, lo, one)
-        panel_matmul(panels, hT, pre[:panels.shape[0] * PANEL])
-        for k in range(2 * H):  # r, z
-            row, g_in, bk = pre[k], gates[k, t, lo:hi], b_ih[k] + b_hh[k]
-            for m in range(M):
-                row[m] = sigm(row[m] + g_in[m] + bk)
-                g_in[m] = valid[m] * row[m]  # saved in place of the input projection, zero on padding
+        n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
+        panel_matmul(panels, h_old, rec)
+        gather_rows(gin, gates, t, lo, hi, bias_in)
+        g3 = gin.reshape(3, HC)
         if reset_after:
-            for j in range(H):
-                row, r_, hn_j, bh = pre[2 * H + j], pre[j], hn[j, t, lo:hi], b_hh[2 * H + j]
-                for m in range(M):
-                    hn_j[m] = row[m] + bh
-                    row[m] = r_[m] * hn_j[m]  # r * (W_hn h + b_hn)
+            _cells_after(rec[:3 * H].reshape(3, HC), g3, b_hn, h_old.reshape(HC), h_new.reshape(HC),
+                         hn_b.reshape(HC), mask)
         else:
-            for j in range(H):
-                r_, h_j, rh_j, hn_j = pre[j], hT[j], rh[j], hn[j, t, lo:hi]
-                for m in range(M):
-                    rh_j[m] = r_[m] * h_j[m]
-                    hn_j[m] = rh_j[m]
-            panel_matmul(panels_n, rh, pn)  # W_n needs r * h first: a second product per step
-            for j in range(H):
-                row, p_j, bh = pre[2 * H + j], pn[j], b_hh[2 * H + j]
-                for m in range(M):
-                    row[m] = p_j[m] + bh
-        for j in range(H):
-            z_, n_, g_in, h_j, bi = pre[H + j], pre[2 * H + j], gates[2 * H + j, t, lo:hi], hT[j], b_ih[2 * H + j]
-            for m in range(M):
-                n_[m] = tanh_(g_in[m] + bi + n_[m])
-                g_in[m] = valid[m] * n_[m]
-                h_new = (one - z_[m]) * n_[m] + z_[m] * h_j[m]
-                h_j[m] = valid[m] * h_new + (one - valid[m]) * h_j[m]  # padding: frozen
-        store_block_state(hT[:, :M], valid, h, y, t, cur, lo)
+            _gates_rz(rec[:2 * H].reshape(2, HC), g3, h_old.reshape(HC), hn_b.reshape(HC), mask)
+            panel_matmul(panels_n, hn_b, rec_n)  # W_hn needs r * h first: a second product per step
+            _cells_classic(rec_n[:H].reshape(HC), b_hn, g3, h_old.reshape(HC), h_new.reshape(HC), mask)
+        scatter_rows(gates, gin, t, lo, hi)
+        scatter_rows(hn, hn_b, t, lo, hi)
+        store_block_state(h_new[:, :M], valid, h, y, t, cur, lo)
+        h_old, h_new = h_new, h_old
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -90,6 +118,46 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
     return y, h, gates, hn
 
 
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _grads_zn(act, h_prev, dh, g_z, g_n, direct, mask):
+    """Both forms: the z and n pre-activation gradients of a step and direct = dh * z, the
+    path to h_{t-1} that skips the gates. act (3, H*C): activated r, z, n (zero on padding)."""
+    one = unit(dh)
+    z_, n_ = act[1], act[2]
+    for e in range(mask.shape[0]):
+        dh_t = dh[e]
+        g_n[e] = mask[e] * dh_t * (one - z_[e]) * (one - n_[e] * n_[e])
+        g_z[e] = dh_t * (h_prev[e] - n_[e]) * z_[e] * (one - z_[e])
+        direct[e] = dh_t * z_[e]
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _grads_r_after(r_, hn, gx_n, gh_r, gh_n):
+    """reset_after: dr from the n gradient through r * (W_hn h + b_hn); the hidden side's n row
+    carries the reset."""
+    one = unit(hn)
+    for e in range(hn.shape[0]):
+        gh_r[e] = gx_n[e] * hn[e] * r_[e] * (one - r_[e])
+        gh_n[e] = gx_n[e] * r_[e]
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _grads_r_classic(r_, h_prev, d_rh, g_r, direct):
+    """Classic: dr from W_hn.T @ dn (d_rh) through r * h_{t-1}, which also reaches h_{t-1}."""
+    one = unit(h_prev)
+    for e in range(h_prev.shape[0]):
+        g_r[e] = d_rh[e] * h_prev[e] * r_[e] * (one - r_[e])
+        direct[e] += d_rh[e] * r_[e]
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _carry(dh, direct, d_prev, mask):
+    """The gradient reaching h_{t-1}: the direct path plus W_hh.T @ dG; padding keeps dh."""
+    one = unit(dh)
+    for e in range(mask.shape[0]):
+        dh[e] = mask[e] * (direct[e] + d_prev[e]) + (one - mask[e]) * dh[e]
+
+
 @njit(cache=True, error_model="numpy")
 def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t, lengths, reverse, dy, reset_after,
                    lo, hi):
@@ -98,62 +166,44 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
     # panels_t: W_hh.T packed (reset_after); panels_rz_t, panels_n_t: classic's two parts.
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
     C = padded(M)
-    one = unit(h)
-    dhT = np.zeros((H, C), h.dtype)  # (H, M) gradient reaching the carried state
+    HC = H * C
+    dhT = np.zeros((H, C), h.dtype)  # gradient reaching the carried state, columns past M zero
     dhT[:, :M] = dh[lo:hi].T
-    gx = np.zeros((3 * H, C), h.dtype)  # columns past M stay zero: the products' padding
-    gh = np.zeros((3 * H, C), h.dtype)
-    direct = np.empty((H, M), h.dtype)  # dh_t * z, the path that skips the gates
-    h_prev = np.empty((H, C), h.dtype)  # the state that fed step t, transposed
+    act = np.zeros((3 * H, C), h.dtype)  # the step's activated r, z, n
+    hn_b = np.zeros((H, C), h.dtype)
+    gx = np.zeros((3 * H, C), h.dtype)  # input-side gradients r, z, n; columns past M stay zero
+    gh = np.zeros((3 * H, C), h.dtype)  # reset_after: the hidden side's (r, z as gx)
+    direct = np.empty((H, C), h.dtype)
+    h_prev = np.zeros((H, C), h.dtype)  # the state that fed step t, transposed
     d_prev = np.empty((max(panels_t.shape[0], panels_rz_t.shape[0]) * PANEL, C), h.dtype)
     d_rh = np.empty((panels_n_t.shape[0] * PANEL, C), h.dtype)
+    no_bias = np.zeros(3 * H, h.dtype)
+    mask = np.zeros(HC, h.dtype)
     valid = np.empty(M, h.dtype)
+    n_valid = -1
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
-        fill_valid(valid, lengths, t, lo, one)
+        n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         add_transposed(dhT, dy, t, lo, valid)
         load_transposed(h_prev, h, prev, lo, M)
-        for j in range(H):
-            r_, z_, n_ = gates[j, t, lo:hi], gates[H + j, t, lo:hi], gates[2 * H + j, t, lo:hi]
-            hn_j, dh_j, dir_j, hp_j = hn[j, t, lo:hi], dhT[j], direct[j], h_prev[j]
-            gx_r, gx_z, gx_n, gh_r, gh_z, gh_n = gx[j], gx[H + j], gx[2 * H + j], gh[j], gh[H + j], gh[2 * H + j]
-            # the step's gradients also go straight to the gate-major stores (no second pass)
-            sx_r, sx_z, sx_n = dgx[j, t, lo:hi], dgx[H + j, t, lo:hi], dgx[2 * H + j, t, lo:hi]
-            sh_n = dgh[j, t, lo:hi] if reset_after else sx_n
-            for m in range(M):
-                dh_t = dh_j[m]
-                dn_pre = valid[m] * dh_t * (one - z_[m]) * (one - n_[m] * n_[m])
-                dz = dh_t * (hp_j[m] - n_[m]) * z_[m] * (one - z_[m])
-                gx_z[m] = dz
-                gx_n[m] = dn_pre
-                sx_z[m] = dz
-                sx_n[m] = dn_pre
-                dir_j[m] = dh_t * z_[m]
-                if reset_after:  # the hidden side shares r, z; its n row carries the reset
-                    dr = dn_pre * hn_j[m] * r_[m] * (one - r_[m])
-                    gx_r[m] = dr
-                    gh_r[m] = dr
-                    gh_z[m] = dz
-                    gh_n[m] = dn_pre * r_[m]
-                    sx_r[m] = dr
-                    sh_n[m] = dn_pre * r_[m]
+        gather_rows(act, gates, t, lo, hi, no_bias)
+        a3, dh1, hp1 = act.reshape(3, HC), dhT.reshape(HC), h_prev.reshape(HC)
         if reset_after:
+            gather_rows(hn_b, hn, t, lo, hi, no_bias)
+            _grads_zn(a3, hp1, dh1, gh[H:2 * H].reshape(HC), gx[2 * H:].reshape(HC), direct.reshape(HC), mask)
+            _grads_r_after(a3[0], hn_b.reshape(HC), gx[2 * H:].reshape(HC), gh[:H].reshape(HC), gh[2 * H:].reshape(HC))
+            scatter_rows(dgx, gh[:2 * H], t, lo, hi)  # r, z: the same on both sides
+            scatter_rows(dgx[2 * H:], gx[2 * H:], t, lo, hi)
+            scatter_rows(dgh, gh[2 * H:], t, lo, hi)
             panel_matmul(panels_t, gh, d_prev)
         else:
+            _grads_zn(a3, hp1, dh1, gx[H:2 * H].reshape(HC), gx[2 * H:].reshape(HC), direct.reshape(HC), mask)
             panel_matmul(panels_n_t, gx[2 * H:], d_rh)
-            for j in range(H):
-                r_, d_j, dir_j, hp_j, gx_r, sx_r = gates[j, t, lo:hi], d_rh[j], direct[j], h_prev[j], gx[j], dgx[j, t, lo:hi]
-                for m in range(M):
-                    dr = d_j[m] * hp_j[m] * r_[m] * (one - r_[m])
-                    gx_r[m] = dr
-                    sx_r[m] = dr
-                    dir_j[m] += d_j[m] * r_[m]
+            _grads_r_classic(a3[0], hp1, d_rh[:H].reshape(HC), gx[:H].reshape(HC), direct.reshape(HC))
+            scatter_rows(dgx, gx, t, lo, hi)
             panel_matmul(panels_rz_t, gx[:2 * H], d_prev)
-        for j in range(H):
-            dh_j, dir_j, dp = dhT[j], direct[j], d_prev[j]
-            for m in range(M):
-                dh_j[m] = valid[m] * (dir_j[m] + dp[m]) + (one - valid[m]) * dh_j[m]
+        _carry(dh1, direct.reshape(HC), d_prev[:H].reshape(HC), mask)
     dh[lo:hi] = dhT[:, :M].T
 
 

@@ -9,33 +9,44 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
-from seqtool.kernels.blas import (add_transposed, block, fill_valid, gemm_rows, store_block_state,
-                                  weight_grads_block)
+from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, scatter_rows,
+                                  store_block_state, weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _cells_forward(rec, pin, h, mask, relu):
+    """One step of every unit of the block (flat, as in lstm.py): pin (H*C) holds the input
+    projection + bias and gets the activation (zero on padding); h is updated in place."""
+    one = unit(h)
+    zero = one - one  # typed like h: a 0.0 literal would promote float32
+    for e in range(mask.shape[0]):
+        a = rec[e] + pin[e]
+        a = max(a, zero) if relu else tanh_(a)
+        v = mask[e]
+        pin[e] = v * a  # saved for backward
+        h[e] = v * a + (one - v) * h[e]
 
 
 @njit(cache=True, error_model="numpy")
 def _forward_rows(pre, h, y, panels, b, lengths, reverse, relu, lo, hi):
     T, H, M = y.shape[0], h.shape[2], hi - lo
     C = padded(M)
-    one = unit(h)
-    zero = one - one  # typed like h: a 0.0 literal would promote float32
     hT = np.zeros((H, C), h.dtype)  # (H, M) block state, zero columns up to C
     hT[:, :M] = h[T if reverse else 0, lo:hi].T
     rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)
+    pin = np.zeros((H, C), h.dtype)
+    mask = np.zeros(H * C, h.dtype)
     valid = np.empty(M, h.dtype)
+    n_valid = -1
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur = t if reverse else t + 1
-        fill_valid(valid, lengths, t, lo, one)
+        n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, hT, rec)
-        for j in range(H):
-            row, p_in, h_j, bj = rec[j], pre[j, t, lo:hi], hT[j], b[j]
-            for m in range(M):
-                a = row[m] + p_in[m] + bj
-                a = max(a, zero) if relu else tanh_(a)
-                p_in[m] = valid[m] * a  # saved for backward
-                h_j[m] = valid[m] * a + (one - valid[m]) * h_j[m]
+        gather_rows(pin, pre, t, lo, hi, b)
+        _cells_forward(rec[:H].reshape(H * C), pin.reshape(H * C), hT.reshape(H * C), mask, relu)
+        scatter_rows(pre, pin, t, lo, hi)
         store_block_state(hT[:, :M], valid, h, y, t, cur, lo)
 
 
@@ -58,34 +69,49 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
     return y, h, pre
 
 
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _cells_backward(act, dh, da, mask, relu):
+    """Pre-activation gradients da (H*C) of a step from its activations (zero on padding)."""
+    one = unit(dh)
+    for e in range(mask.shape[0]):
+        g = mask[e] * dh[e]
+        if relu:
+            da[e] = g if act[e] > 0.0 else 0.0 * g
+        else:
+            da[e] = g * (one - act[e] * act[e])
+
+
+@njit(cache=True, error_model="numpy", fastmath={"contract"})
+def _carry(dh, d_prev, mask):
+    """The gradient reaching h_{t-1}: W_hh.T @ da; padding keeps dh."""
+    one = unit(dh)
+    for e in range(mask.shape[0]):
+        dh[e] = mask[e] * d_prev[e] + (one - mask[e]) * dh[e]
+
+
 @njit(cache=True, error_model="numpy")
 def _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi):
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
     C = padded(M)
-    one = unit(act)
+    HC = H * C
     dhT = np.zeros((H, C), act.dtype)  # (H, M) gradient reaching the carried state
     dhT[:, :M] = dh[lo:hi].T
+    a_b = np.zeros((H, C), act.dtype)  # the step's activations
     da = np.zeros((H, C), act.dtype)  # columns past M stay zero: the product's padding
     d_prev = np.empty((panels_t.shape[0] * PANEL, C), act.dtype)
+    no_bias = np.zeros(H, act.dtype)
+    mask = np.zeros(HC, act.dtype)
     valid = np.empty(M, act.dtype)
+    n_valid = -1
     for s in range(T):
         t = s if reverse else T - 1 - s
-        fill_valid(valid, lengths, t, lo, one)
+        n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         add_transposed(dhT, dy, t, lo, valid)
-        for j in range(H):
-            a_j, dh_j, da_j = act[j, t, lo:hi], dhT[j], da[j]
-            for m in range(M):
-                g = valid[m] * dh_j[m]
-                if relu:
-                    da_j[m] = g if a_j[m] > 0.0 else 0.0 * g
-                else:
-                    da_j[m] = g * (one - a_j[m] * a_j[m])
+        gather_rows(a_b, act, t, lo, hi, no_bias)
+        _cells_backward(a_b.reshape(HC), dhT.reshape(HC), da.reshape(HC), mask, relu)
         panel_matmul(panels_t, da, d_prev)
-        for j in range(H):
-            dh_j, dp, out = dhT[j], d_prev[j], dpre[j, t, lo:hi]
-            for m in range(M):
-                dh_j[m] = valid[m] * dp[m] + (one - valid[m]) * dh_j[m]
-                out[m] = da[j, m]
+        _carry(dhT.reshape(HC), d_prev[:H].reshape(HC), mask)
+        scatter_rows(dpre, da, t, lo, hi)
     dh[lo:hi] = dhT[:, :M].T
 
 
