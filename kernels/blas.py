@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import unit
-from seqtool.kernels.tiles import padded
+from seqtool.kernels.tiles import gemm_panels, padded, panel_rows
 
 _pinned = False
 
@@ -76,10 +76,12 @@ def rowsum_block(a, out, k, nblocks):
 @njit(cache=True)
 def weight_grads_block(dg2, x2, h_in, w_ih, dw_ih, dw_hh, db, dx_parts, part, k, nblocks, need_dx):
     """Block k of a recurrence's gradients from its pre-activation gradients dg2 (G, T*N):
-    dw_ih = dg2 @ x2, dw_hh = dg2 @ h_in and db = dg2's row sums (split by rows of dg2), and with
-    need_dx dx_parts[part] = this block's share of dg2.T @ w_ih (the parts sum to dx)."""
-    gemm_rows(dg2, x2, dw_ih, k, nblocks)
-    gemm_rows(dg2, h_in, dw_hh, k, nblocks)
+    dw_ih = dg2 @ x2, dw_hh = dg2 @ h_in (on the tiles, kernels/tiles.py) and db = dg2's row
+    sums (split by rows of dg2), and with need_dx dx_parts[part] = this block's share of
+    dg2.T @ w_ih (the parts sum to dx)."""
+    lo, hi = panel_rows(k, nblocks, dg2.shape[0])
+    gemm_panels(dg2, x2, dw_ih, lo, hi)
+    gemm_panels(dg2, h_in, dw_hh, lo, hi)
     rowsum_block(dg2, db, k, nblocks)
     if need_dx:
         gemm_tn_partial(dg2, w_ih, dx_parts[part], k, nblocks)

@@ -16,7 +16,7 @@ from numba import njit, prange
 from seqtool.kernels.activations import sigm, tanh_, unit
 from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, gemm_tn_partial,
                                   load_transposed, rowsum_block, scatter_rows, store_block_state)
-from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
+from seqtool.kernels.tiles import PANEL, gemm_panels, natural_order, pack_panels, padded, panel_matmul, panel_rows
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -217,11 +217,14 @@ def weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, d
     gx2 = dgx.reshape(3 * H, T * N)
     gn2 = dgh.reshape(dgh.shape[0], T * N) if reset_after else gx2[2 * H:]  # n rows, hidden side
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
-    gemm_rows(gx2, x.reshape(T * N, D), dw_ih, k, nb)
-    gemm_rows(gx2[:2 * H], h_in, dw_hh[:2 * H], k, nb)
+    lo, hi = panel_rows(k, nb, 3 * H)  # the tiles' row runs (kernels/tiles.py)
+    gemm_panels(gx2, x.reshape(T * N, D), dw_ih, lo, hi)
+    rz_lo, rz_hi = panel_rows(k, nb, 2 * H)
+    gemm_panels(gx2[:2 * H], h_in, dw_hh[:2 * H], rz_lo, rz_hi)
     if reset_after:  # two calls: one conditional operand would lose its contiguous layout
-        gemm_rows(gn2, h_in, dw_hh[2 * H:], k, nb)
-    else:  # classic form: W_hn multiplies r * h, not h
+        n_lo, n_hi = panel_rows(k, nb, H)
+        gemm_panels(gn2, h_in, dw_hh[2 * H:], n_lo, n_hi)
+    else:  # classic form: W_hn multiplies r * h, not h (a transposed operand: OpenBLAS)
         gemm_rows(gn2, hn.reshape(H, T * N).T, dw_hh[2 * H:], k, nb)
     rowsum_block(gx2, db_ih, k, nb)
     rowsum_block(gx2[:2 * H], db_hh[:2 * H], k, nb)
