@@ -123,7 +123,8 @@ def test_bidirectional_layer_same_through_the_pair_kernels(monkeypatch, mode, op
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("rows,K,C", [(24, 6, 16), (13, 5, 48), (7, 1, 16), (9, 300, 32), (1024, 256, 16)])
+@pytest.mark.parametrize("rows,K,C", [(24, 6, 16), (13, 5, 48), (7, 1, 16), (9, 300, 32), (1024, 256, 16),
+                                      (13, 5, 40), (9, 300, 8), (7, 1, 24)])  # the last three end on a half tile
 def test_panel_product_matches_numpy(dtype, rows, K, C):
     from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
 
@@ -136,6 +137,22 @@ def test_panel_product_matches_numpy(dtype, rows, K, C):
     expected = w.astype(np.float64) @ src.astype(np.float64)
     np.testing.assert_allclose(out[:rows], expected, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-12) * np.sqrt(K))
     assert out.shape[0] % PANEL == 0 and np.all(out[rows:] == 0.0)  # rows past the weight are zero
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows,K,P", [(13, 300, 7), (24, 5, 40), (40, 520, 33), (64, 700, 16), (17, 0, 20)])
+def test_weight_gradient_tiles_match_numpy_in_two_row_runs(dtype, rows, K, P):
+    # K past one block of KC, columns past whole vectors, rows past whole panels, empty K.
+    from seqtool.kernels.tiles import gemm_panels, panel_rows
+
+    rng = np.random.default_rng(rows + K + P)
+    a, b = rng.standard_normal((rows, K)).astype(dtype), rng.standard_normal((K, P)).astype(dtype)
+    out = np.full((rows, P), np.nan, dtype)
+    for k in range(2):
+        lo, hi = panel_rows(k, 2, rows)
+        gemm_panels(a, b, out, lo, hi)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-12) * np.sqrt(max(K, 1)))
 
 
 _AVX2_CHECK = """
