@@ -17,7 +17,11 @@ from seqtool.kernels.blas import block
 @njit(cache=True, error_model="numpy")
 def _adam_block(p, d, m, v, lo, hi, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps, step_size):
     # error_model="numpy": no zero-division branch, so LLVM vectorizes the loop (5x faster).
-    for i in range(lo, hi):
+    # The loop runs over slices from 0: indexing from lo, whose sign the compiler cannot
+    # know, kept a negative-index wraparound on every access and the loop scalar (measured:
+    # 214 against 32 us for 65,536 float32 parameters, one thread, the same bits).
+    p, d, m, v = p[lo:hi], d[lo:hi], m[lo:hi], v[lo:hi]
+    for i in range(hi - lo):
         mi = m[i] + (d[i] - m[i]) * one_minus_b1  # m.lerp_(d, 1 - b1), as torch
         m[i] = mi
         vi = v[i] * b2 + (d[i] * d[i]) * one_minus_b2
@@ -28,7 +32,8 @@ def _adam_block(p, d, m, v, lo, hi, one_minus_b1, b2, one_minus_b2, bc2_sqrt, ep
 @njit(cache=True, error_model="numpy")
 def _amsgrad_block(p, d, m, v, vmax, lo, hi, one_minus_b1, b2, one_minus_b2, bc2_sqrt, eps,
                    step_size):
-    for i in range(lo, hi):
+    p, d, m, v, vmax = p[lo:hi], d[lo:hi], m[lo:hi], v[lo:hi], vmax[lo:hi]  # see _adam_block
+    for i in range(hi - lo):
         mi = m[i] + (d[i] - m[i]) * one_minus_b1
         m[i] = mi
         vi = v[i] * b2 + (d[i] * d[i]) * one_minus_b2
