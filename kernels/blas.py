@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import unit
-from seqtool.kernels.tiles import gemm_panels, padded, panel_rows
+from seqtool.kernels.tiles import gemm_panels, gemm_tn_panels, padded, panel_rows
 
 _pinned = False
 
@@ -74,17 +74,23 @@ def rowsum_block(a, out, k, nblocks):
 
 
 @njit(cache=True)
-def weight_grads_block(dg2, x2, h_in, w_ih, dw_ih, dw_hh, db, dx_parts, part, k, nblocks, need_dx):
-    """Block k of a recurrence's gradients from its pre-activation gradients dg2 (G, T*N):
-    dw_ih = dg2 @ x2, dw_hh = dg2 @ h_in (on the tiles, kernels/tiles.py) and db = dg2's row
-    sums (split by rows of dg2), and with need_dx dx_parts[part] = this block's share of
-    dg2.T @ w_ih (the parts sum to dx)."""
+def weight_grads_block(dg2, x2, h_in, w_ih, dw_ih, dw_hh, db, dx2, k, nblocks, need_dx):
+    """Block k of a recurrence's gradients from its pre-activation gradients dg2 (G, T*N), all
+    on the tiles (kernels/tiles.py): dw_ih = dg2 @ x2, dw_hh = dg2 @ h_in and db = dg2's row
+    sums, split by rows of dg2; with need_dx, dx2 (T*N, D) = dg2.T @ w_ih, split by its rows."""
     lo, hi = panel_rows(k, nblocks, dg2.shape[0])
     gemm_panels(dg2, x2, dw_ih, lo, hi)
     gemm_panels(dg2, h_in, dw_hh, lo, hi)
     rowsum_block(dg2, db, k, nblocks)
     if need_dx:
-        gemm_tn_partial(dg2, w_ih, dx_parts[part], k, nblocks)
+        input_grads_block(dg2, w_ih, dx2, k, nblocks)
+
+
+@njit(cache=True)
+def input_grads_block(dg2, w_ih, dx2, k, nblocks):
+    """Rows of block k of dx2 (T*N, D) = dg2.T @ w_ih."""
+    lo, hi = panel_rows(k, nblocks, dg2.shape[1])
+    gemm_tn_panels(dg2, w_ih, dx2, lo, hi)
 
 
 @njit(parallel=True, cache=True)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, gemm_tn_partial,
+from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, input_grads_block,
                                   load_transposed, rowsum_block, scatter_rows, store_block_state)
 from seqtool.kernels.tiles import PANEL, gemm_panels, natural_order, pack_panels, padded, panel_matmul, panel_rows
 
@@ -208,10 +208,11 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
 
 
 @njit(cache=True)
-def weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx_part, need_dx,
+def weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx2, need_dx,
                  k, nb):
-    """Block k of nb of the weight and bias gradients (summed over time: one GEMM each) and of
-    dx's partial sum, from the gate gradients dgx (input side) and dgh (reset_after's n rows)."""
+    """Block k of nb of the weight and bias gradients (summed over time: one GEMM each) and
+    of dx2's rows (T*N, D), from the gate gradients dgx (input side) and dgh (reset_after's n
+    rows)."""
     T, N, D = x.shape
     H = h.shape[2]
     gx2 = dgx.reshape(3 * H, T * N)
@@ -230,7 +231,7 @@ def weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, d
     rowsum_block(gx2[:2 * H], db_hh[:2 * H], k, nb)
     rowsum_block(gn2, db_hh[2 * H:], k, nb)
     if need_dx:
-        gemm_tn_partial(gx2, w_ih, dx_part, k, nb)
+        input_grads_block(gx2, w_ih, dx2, k, nb)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -257,9 +258,9 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
     dw_hh = np.empty((3 * H, H), x.dtype)
     db_ih = np.empty(3 * H, x.dtype)
     db_hh = np.empty(3 * H, x.dtype)
-    dx_parts = np.empty((nb, T * N if need_dx else 0, D), x.dtype)  # split over the 3H sum
+    dx2 = np.empty((T * N if need_dx else 0, D), x.dtype)
     for k in prange(nb):
-        weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx_parts[k],
-                     need_dx, k, nb)
-    dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
+        weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx2, need_dx,
+                     k, nb)
+    dx = dx2.reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh

@@ -184,9 +184,8 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
     dw_ih = np.empty((4 * H, D), x.dtype)
     dw_hh = np.empty((4 * H, H), x.dtype)
     db = np.empty(4 * H, x.dtype)
-    dx_parts = np.empty((nb if need_dx else 0, T * N, D), x.dtype)  # split over the 4H sum
+    dx2 = np.empty((T * N if need_dx else 0, D), x.dtype)
     for k in prange(nb):  # weight gradients summed over time: one GEMM each, split by rows
-        weight_grads_block(dg2, x.reshape(T * N, D), h_in, w_ih, dw_ih, dw_hh, db, dx_parts, k, k, nb,
-                           need_dx)
-    dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
+        weight_grads_block(dg2, x.reshape(T * N, D), h_in, w_ih, dw_ih, dw_hh, db, dx2, k, nb, need_dx)
+    dx = dx2.reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dc, dw_ih, dw_hh, db

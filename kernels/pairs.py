@@ -89,13 +89,13 @@ def lstm_backward_pair(x, w_ih, w_hh, h, c, gates, lengths, dy, dh_n, dc_n, need
     dw_ih = np.empty((2, 4 * H, D), x.dtype)
     dw_hh = np.empty((2, 4 * H, H), x.dtype)
     db = np.empty((2, 4 * H), x.dtype)
-    dx_parts = np.empty((2 * nb if need_dx else 0, T * N, D), x.dtype)
+    dx2 = np.empty((2, T * N if need_dx else 0, D), x.dtype)  # each direction's share
     for k in prange(2 * nb):  # each direction's weight gradients on its own threads
         d, kb = k // nb, k % nb
         dg2 = dgates[d].reshape(4 * H, T * N)
         h_in = (h[d, 1:] if d == 1 else h[d, :T]).reshape(T * N, H)  # the states that fed each step
-        weight_grads_block(dg2, x2, h_in, w_ih[d], dw_ih[d], dw_hh[d], db[d], dx_parts, k, kb, nb, need_dx)
-    dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
+        weight_grads_block(dg2, x2, h_in, w_ih[d], dw_ih[d], dw_hh[d], db[d], dx2[d], kb, nb, need_dx)
+    dx = (dx2[0] + dx2[1]).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dc, dw_ih, dw_hh, db
 
 
@@ -140,13 +140,13 @@ def rnn_backward_pair(x, w_ih, w_hh, h, act, lengths, relu, dy, dh_n, need_dx, n
     dw_ih = np.empty((2, H, D), x.dtype)
     dw_hh = np.empty((2, H, H), x.dtype)
     db = np.empty((2, H), x.dtype)
-    dx_parts = np.empty((2 * nb if need_dx else 0, T * N, D), x.dtype)
+    dx2 = np.empty((2, T * N if need_dx else 0, D), x.dtype)
     for k in prange(2 * nb):
         d, kb = k // nb, k % nb
         d2 = dpre[d].reshape(H, T * N)
         h_in = (h[d, 1:] if d == 1 else h[d, :T]).reshape(T * N, H)
-        weight_grads_block(d2, x2, h_in, w_ih[d], dw_ih[d], dw_hh[d], db[d], dx_parts, k, kb, nb, need_dx)
-    dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
+        weight_grads_block(d2, x2, h_in, w_ih[d], dw_ih[d], dw_hh[d], db[d], dx2[d], kb, nb, need_dx)
+    dx = (dx2[0] + dx2[1]).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db
 
 
@@ -198,10 +198,10 @@ def gru_backward_pair(x, w_ih, w_hh, h, gates, hn, lengths, reset_after, dy, dh_
     dw_hh = np.empty((2, 3 * H, H), x.dtype)
     db_ih = np.empty((2, 3 * H), x.dtype)
     db_hh = np.empty((2, 3 * H), x.dtype)
-    dx_parts = np.empty((2 * nb, T * N if need_dx else 0, D), x.dtype)
+    dx2 = np.empty((2, T * N if need_dx else 0, D), x.dtype)
     for k in prange(2 * nb):
         d, kb = k // nb, k % nb
         gru.weight_grads(x, w_ih[d], h[d], hn[d], dgx[d], dgh[d], d == 1, reset_after, dw_ih[d], dw_hh[d],
-                         db_ih[d], db_hh[d], dx_parts[k], need_dx, kb, nb)
-    dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
+                         db_ih[d], db_hh[d], dx2[d], need_dx, kb, nb)
+    dx = (dx2[0] + dx2[1]).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh

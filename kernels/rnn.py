@@ -132,8 +132,8 @@ def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_d
     dw_ih = np.empty((H, D), x.dtype)
     dw_hh = np.empty((H, H), x.dtype)
     db = np.empty(H, x.dtype)
-    dx_parts = np.empty((nb if need_dx else 0, T * N, D), x.dtype)
+    dx2 = np.empty((T * N if need_dx else 0, D), x.dtype)
     for k in prange(nb):
-        weight_grads_block(d2, x.reshape(T * N, D), h_in, w_ih, dw_ih, dw_hh, db, dx_parts, k, k, nb, need_dx)
-    dx = dx_parts.sum(axis=0).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
+        weight_grads_block(d2, x.reshape(T * N, D), h_in, w_ih, dw_ih, dw_hh, db, dx2, k, nb, need_dx)
+    dx = dx2.reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db

@@ -155,6 +155,22 @@ def test_weight_gradient_tiles_match_numpy_in_two_row_runs(dtype, rows, K, P):
     np.testing.assert_allclose(out, expected, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-12) * np.sqrt(max(K, 1)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("G,K,P", [(300, 13, 7), (5, 24, 40), (520, 43, 33), (64, 700, 16)])
+def test_input_gradient_tiles_match_numpy_in_two_row_runs(dtype, G, K, P):
+    # out = a.T @ b: G past one block, columns past whole vectors, rows past whole panels.
+    from seqtool.kernels.tiles import gemm_tn_panels, panel_rows
+
+    rng = np.random.default_rng(G + K + P)
+    a, b = rng.standard_normal((G, K)).astype(dtype), rng.standard_normal((G, P)).astype(dtype)
+    out = np.full((K, P), np.nan, dtype)
+    for k in range(2):
+        lo, hi = panel_rows(k, 2, K)
+        gemm_tn_panels(a, b, out, lo, hi)
+    expected = a.T.astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-12) * np.sqrt(G))
+
+
 _AVX2_CHECK = """
 import numpy as np
 from seqtool.diagnostics import selfcheck
