@@ -18,8 +18,8 @@ their state and cell transposed, (H, C) with C = M rounded up to whole vector re
 recurrent product runs on W_hh packed once per call (kernels/tiles.py), the backward's
 W_hh.T @ dG on W_hh.T packed the same way. Each step gathers the block's columns of the
 gate-major arrays into contiguous (4H, C) buffers, so the gate arithmetic of all its cells is
-one flat vectorized loop, and writes the results back; every large GEMM stays one BLAS call
-per thread block.
+one flat vectorized loop, and writes the results back. The input projection is one BLAS
+call per thread block; the weight and input gradients run on the tiles too.
 Memory: ((T+1)2H + 5TH) N floats; T=100, N=32, H=256: 16 MB in float32.
 """
 import numpy as np

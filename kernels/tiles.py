@@ -20,8 +20,13 @@ products W @ src and W.T @ src, H = 128, 256, 512, 16 or 32 columns): 107-117 GF
 68-90 for np.dot (OpenBLAS, AVX-512 kernels) called from the compiled loop.
 
 Columns are padded to a multiple of HALF = LANES/2 by the callers (padding columns hold
-zeros; the last half block runs on a half-width tile), rows
-to a multiple of PANEL by the packing (missing rows are zero weights).
+zeros; the last half block runs on a half-width tile), rows to a multiple of PANEL by the
+packing (missing rows are zero weights).
+
+The same tile, reading its weights straight from strided rows and accumulating over blocks of
+K, also computes a layer's weight gradients (gemm_panels: dG @ x, dG @ h over all T*N steps)
+and its input gradient (gemm_tn_panels: dG.T @ W_ih), 10-30% faster than OpenBLAS on the
+layers' shapes (figures at each function).
 """
 import numpy as np
 from llvmlite import ir
