@@ -216,79 +216,66 @@ def panel_rows(k, nblocks, rows):
 
 
 @njit(inline="always", fastmath={"contract"})
-def _gemm_slice(panel, b_cols, out_cols, first):
+def _slice(panel, b_cols, out_cols, first, strided):
+    """out_cols (+)= panel.T @ b_cols, LANES columns at a time; strided: the panel's rows are
+    any view (weight gradients), else they lie as a packed panel's (input gradient)."""
     for c in range(0, b_cols.shape[1], LANES):
-        if first:
-            _gemm_first(panel, b_cols[:, c:c + LANES], out_cols[:, c:c + LANES])
+        src, dst = b_cols[:, c:c + LANES], out_cols[:, c:c + LANES]
+        if strided:
+            if first:
+                _gemm_first(panel, src, dst)
+            else:
+                _gemm_more(panel, src, dst)
+        elif first:
+            tile(panel, src, dst)
         else:
-            _gemm_more(panel, b_cols[:, c:c + LANES], out_cols[:, c:c + LANES])
+            _tn_more(panel, src, dst)
 
 
 @njit(cache=True, fastmath={"contract"})
-def gemm_panels(a, b, out, lo, hi):
-    """out[lo:hi] = a[lo:hi] @ b for a (R, K), b (K, P) with inner strides 1 and lo a multiple
-    of PANEL. Columns past the last whole vector go through a zero-padded copy of b's tail."""
-    K, P = b.shape
+def _panels_product(a, b, out, lo, hi, transposed):
+    """out[lo:hi] = a[lo:hi] @ b, or a[:, lo:hi].T @ b when transposed. b (S, P): S the summed
+    dimension, taken KC at a time; PANEL rows of out per tile, lo a multiple of PANEL. Columns
+    past the last whole vector go through zero-padded copies of b's and out's tails."""
+    S, P = b.shape
     whole = lo + (hi - lo) // PANEL * PANEL
     P_full = P // LANES * LANES
     tail = P - P_full
-    b_tail = np.zeros((min(K, KC), LANES if tail else 0), b.dtype)
+    b_tail = np.zeros((min(S, KC), LANES if tail else 0), b.dtype)
     out_tail = np.zeros((whole - lo, LANES if tail else 0), b.dtype)
-    if K == 0:
-        out[lo:hi] = 0
-    for k0 in range(0, K, KC):
-        k1 = min(K, k0 + KC)
-        for i in range(k1 - k0):
+    out[lo:hi] = 0  # the result of an empty sum, and the start of the rows past the panels
+    for s0 in range(0, S, KC):
+        s1 = min(S, s0 + KC)
+        for i in range(s1 - s0):
             for c in range(tail):
-                b_tail[i, c] = b[k0 + i, P_full + c]
+                b_tail[i, c] = b[s0 + i, P_full + c]
         for r in range(lo, whole, PANEL):
-            panel = a[r:r + PANEL, k0:k1].T
-            _gemm_slice(panel, b[k0:k1, :P_full], out[r:r + PANEL, :P_full], k0 == 0)
-            _gemm_slice(panel, b_tail[:k1 - k0], out_tail[r - lo:r - lo + PANEL], k0 == 0)
+            panel = a[s0:s1, r:r + PANEL] if transposed else a[r:r + PANEL, s0:s1].T
+            _slice(panel, b[s0:s1, :P_full], out[r:r + PANEL, :P_full], s0 == 0, not transposed)
+            _slice(panel, b_tail[:s1 - s0], out_tail[r - lo:r - lo + PANEL], s0 == 0, not transposed)
     for r in range(lo, whole):
         for c in range(tail):
             out[r, P_full + c] = out_tail[r - lo, c]
     for r in range(whole, hi):  # rows past the last whole panel
-        out[r] = np.dot(a[r], b)
-
-
-@njit(inline="always", fastmath={"contract"})
-def _tn_slice(panel, b_cols, out_cols, first):
-    for c in range(0, b_cols.shape[1], LANES):
-        if first:
-            tile(panel, b_cols[:, c:c + LANES], out_cols[:, c:c + LANES])
-        else:
-            _tn_more(panel, b_cols[:, c:c + LANES], out_cols[:, c:c + LANES])
-
-
-@njit(cache=True, fastmath={"contract"})
-def gemm_tn_panels(a, b, out, lo, hi):
-    """out[lo:hi] = a[:, lo:hi].T @ b for a (G, K), b (G, P) with inner strides 1 (the input
-    gradient dg2.T @ W_ih): PANEL columns of a are a tile's panel as they lie, G taken KC
-    rows at a time. lo a multiple of PANEL. Measured one thread, CPU time, against np.dot on
-    the transposed operand: (512 x 2504).T @ (512 x 128) 2.9 against 3.9 ms."""
-    G, P = b.shape
-    whole = lo + (hi - lo) // PANEL * PANEL
-    P_full = P // LANES * LANES
-    tail = P - P_full
-    b_tail = np.zeros((min(G, KC), LANES if tail else 0), b.dtype)
-    out_tail = np.zeros((whole - lo, LANES if tail else 0), b.dtype)
-    out[lo:hi] = 0
-    for g0 in range(0, G, KC):
-        g1 = min(G, g0 + KC)
-        for i in range(g1 - g0):
-            for c in range(tail):
-                b_tail[i, c] = b[g0 + i, P_full + c]
-        for n in range(lo, whole, PANEL):
-            panel = a[g0:g1, n:n + PANEL]
-            _tn_slice(panel, b[g0:g1, :P_full], out[n:n + PANEL, :P_full], g0 == 0)
-            _tn_slice(panel, b_tail[:g1 - g0], out_tail[n - lo:n - lo + PANEL], g0 == 0)
-    for n in range(lo, whole):
-        for c in range(tail):
-            out[n, P_full + c] = out_tail[n - lo, c]
-    for n in range(whole, hi):  # rows past the last whole panel
-        row = out[n]
-        for g in range(G):
-            a_gn, b_g = a[g, n], b[g]
+        row = out[r]
+        for g in range(S):
+            a_g = a[g, r] if transposed else a[r, g]
+            b_g = b[g]
             for c in range(P):
-                row[c] += a_gn * b_g[c]
+                row[c] += a_g * b_g[c]
+
+
+@njit(cache=True)
+def gemm_panels(a, b, out, lo, hi):
+    """out[lo:hi] = a[lo:hi] @ b (a layer's weight gradients dG @ x, dG @ h) for a (R, K), b
+    (K, P) with inner strides 1: each weight one broadcast load from a's rows."""
+    _panels_product(a, b, out, lo, hi, False)
+
+
+@njit(cache=True)
+def gemm_tn_panels(a, b, out, lo, hi):
+    """out[lo:hi] = a[:, lo:hi].T @ b (the input gradient dG.T @ W_ih) for a (G, K), b (G, P)
+    with inner strides 1: PANEL columns of a are a tile's panel as they lie. Measured one
+    thread, CPU time, against np.dot on the transposed operand: (512 x 2504).T @ (512 x 128)
+    2.9 against 3.9 ms."""
+    _panels_product(a, b, out, lo, hi, True)
