@@ -117,13 +117,6 @@ def matmul_tn(a, b, nthreads):
 
 
 @njit(cache=True)
-def fill_valid(valid, lengths, t, lo, one):
-    """valid[m] = 1 where step t lies inside row lo+m's sequence, else 0 (a multiplicative mask)."""
-    for m in range(valid.shape[0]):
-        valid[m] = one if t < lengths[lo + m] else one - one
-
-
-@njit(cache=True)
 def store_block_state(hT, valid, h, y, t, cur, lo):
     """Copy the block's transposed state hT (H, M) into h[cur] and y[t] (zero on padding)."""
     H, M = hT.shape
@@ -169,14 +162,17 @@ def blend_rows(state, new, valid):
 
 @njit(cache=True)
 def fill_masks(valid, mask, lengths, t, lo, n_valid):
-    """valid (M) for step t (fill_valid) and mask (H*C): valid repeated for each of the H rows
-    of C columns, 0 past M. Rows only join or leave a sequence, so the mask is rebuilt only
-    when their count differs from n_valid; returns the new count."""
+    """valid (M): 1 where step t lies inside row lo+m's sequence, else 0 (a multiplicative
+    mask); mask (H*C): valid repeated for each of the H rows of C columns, 0 past M. Rows only
+    join or leave a sequence, so the mask is rebuilt only when their count differs from
+    n_valid; returns the new count."""
     M, C = valid.shape[0], padded(valid.shape[0])
-    fill_valid(valid, lengths, t, lo, unit(mask))
+    one = unit(mask)
     count = 0
     for m in range(M):
-        count += lengths[lo + m] > t
+        inside = t < lengths[lo + m]
+        valid[m] = one if inside else one - one
+        count += inside
     if count != n_valid:
         for j in range(mask.shape[0] // C):
             row = mask[j * C:(j + 1) * C]

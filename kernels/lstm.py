@@ -26,8 +26,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, get_block, put_block,
-                                  scatter_rows, store_block_state, weight_grads_block)
+from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, get_block,
+                                  put_block, scatter_rows, store_block_state, weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
 
 

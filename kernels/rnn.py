@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
-from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, scatter_rows,
+from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, scatter_rows,
                                   store_block_state, weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
 
@@ -81,14 +81,6 @@ def _cells_backward(act, dh, da, mask, relu):
             da[e] = g * (one - act[e] * act[e])
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract"})
-def _carry(dh, d_prev, mask):
-    """The gradient reaching h_{t-1}: W_hh.T @ da; padding keeps dh."""
-    one = unit(dh)
-    for e in range(mask.shape[0]):
-        dh[e] = mask[e] * d_prev[e] + (one - mask[e]) * dh[e]
-
-
 @njit(cache=True, error_model="numpy")
 def _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi):
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
@@ -110,7 +102,7 @@ def _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi):
         gather_rows(a_b, act, t, lo, hi, no_bias)
         _cells_backward(a_b.reshape(HC), dhT.reshape(HC), da.reshape(HC), mask, relu)
         panel_matmul(panels_t, da, d_prev)
-        _carry(dhT.reshape(HC), d_prev[:H].reshape(HC), mask)
+        blend_rows(dhT, d_prev, valid)  # the gradient reaching h_{t-1}; padding keeps dh
         scatter_rows(dpre, da, t, lo, hi)
     dh[lo:hi] = dhT[:, :M].T
 
