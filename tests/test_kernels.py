@@ -139,36 +139,39 @@ def test_panel_product_matches_numpy(dtype, rows, K, C):
     assert out.shape[0] % PANEL == 0 and np.all(out[rows:] == 0.0)  # rows past the weight are zero
 
 
+def _check_in_two_row_runs(product, a, b, expected, summed):
+    """Rows of out from two panel runs (as two threads split them) against the float64 product."""
+    from seqtool.kernels.tiles import panel_rows
+
+    rows = expected.shape[0]
+    out = np.full(expected.shape, np.nan, a.dtype)
+    for k in range(2):
+        lo, hi = panel_rows(k, 2, rows)
+        product(a, b, out, lo, hi)
+    atol = (2e-5 if a.dtype == np.float32 else 1e-12) * np.sqrt(max(summed, 1))
+    np.testing.assert_allclose(out, expected, rtol=0, atol=atol)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rows,K,P", [(13, 300, 7), (24, 5, 40), (40, 520, 33), (64, 700, 16), (17, 0, 20)])
 def test_weight_gradient_tiles_match_numpy_in_two_row_runs(dtype, rows, K, P):
     # K past one block of KC, columns past whole vectors, rows past whole panels, empty K.
-    from seqtool.kernels.tiles import gemm_panels, panel_rows
+    from seqtool.kernels.tiles import gemm_panels
 
     rng = np.random.default_rng(rows + K + P)
     a, b = rng.standard_normal((rows, K)).astype(dtype), rng.standard_normal((K, P)).astype(dtype)
-    out = np.full((rows, P), np.nan, dtype)
-    for k in range(2):
-        lo, hi = panel_rows(k, 2, rows)
-        gemm_panels(a, b, out, lo, hi)
-    expected = a.astype(np.float64) @ b.astype(np.float64)
-    np.testing.assert_allclose(out, expected, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-12) * np.sqrt(max(K, 1)))
+    _check_in_two_row_runs(gemm_panels, a, b, a.astype(np.float64) @ b.astype(np.float64), K)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("G,K,P", [(300, 13, 7), (5, 24, 40), (520, 43, 33), (64, 700, 16)])
 def test_input_gradient_tiles_match_numpy_in_two_row_runs(dtype, G, K, P):
     # out = a.T @ b: G past one block, columns past whole vectors, rows past whole panels.
-    from seqtool.kernels.tiles import gemm_tn_panels, panel_rows
+    from seqtool.kernels.tiles import gemm_tn_panels
 
     rng = np.random.default_rng(G + K + P)
     a, b = rng.standard_normal((G, K)).astype(dtype), rng.standard_normal((G, P)).astype(dtype)
-    out = np.full((K, P), np.nan, dtype)
-    for k in range(2):
-        lo, hi = panel_rows(k, 2, K)
-        gemm_tn_panels(a, b, out, lo, hi)
-    expected = a.T.astype(np.float64) @ b.astype(np.float64)
-    np.testing.assert_allclose(out, expected, rtol=0, atol=(2e-5 if dtype == np.float32 else 1e-12) * np.sqrt(G))
+    _check_in_two_row_runs(gemm_tn_panels, a, b, a.T.astype(np.float64) @ b.astype(np.float64), G)
 
 
 _AVX2_CHECK = """
