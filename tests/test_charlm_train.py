@@ -129,6 +129,22 @@ def test_load_charlm_and_encode(tmp_path):
         encode_text("\u20ac", meta["vocab"])
 
 
+@pytest.mark.parametrize("val_frac", [0.1, 0.4])
+def test_validation_costs_at_most_a_twentieth_of_the_training(tmp_path, val_frac):
+    from seqtool.tasks import prepare
+
+    text = _write(tmp_path, "t.txt", "".join(chr(97 + i % 26) for i in range(40_000)))
+    job = prepare("charlm", [text], str(tmp_path / "m.st"), hidden=16, layers=1, embed=8, batch=4,
+                  seq_len=16, val_frac=val_frac, steps=10)
+    task, every = job.task, job.settings.val_every
+    # a validation scores each validation token once, forward only: about a third of a step's
+    # work per token
+    validation_in_steps = len(task.corpus.val) / (3 * task.batch * task.seq_len)
+    assert every >= min(500, 20 * validation_in_steps)
+    assert every >= task.chunks // 3  # and still no more than ~3 a pass over the training text
+    assert every <= 500  # the cap: even a large validation text is scored now and then
+
+
 # ---------------------------------------------------------------- CLI
 
 

@@ -176,9 +176,15 @@ def fill_defaults(values: dict, defaults: dict) -> dict:
     return {k: defaults.get(k) if v is None else v for k, v in values.items()}
 
 
-def validation_interval(batches_per_epoch: int, per_epoch: int, lowest: int, highest: int = 500) -> int:
-    """Steps between validations: ``per_epoch`` a pass over the data, within [lowest, highest]."""
-    return int(min(highest, max(lowest, batches_per_epoch // per_epoch)))
+def validation_interval(batches_per_epoch: int, per_epoch: int, lowest: int, highest: int = 500,
+                        cost_in_steps: float = 0.0) -> int:
+    """Steps between validations: ``per_epoch`` a pass over the data, within [lowest, highest].
+
+    ``cost_in_steps``: what one validation costs, in training steps. The interval is then at
+    least 20 times that, so validating takes at most ~5% of a run (unless ``highest`` caps it).
+    """
+    share_floor = math.ceil(20 * cost_in_steps)
+    return int(min(highest, max(lowest, batches_per_epoch // per_epoch, share_floor)))
 
 
 def train_settings(request: TrainRequest, training: dict, val_every: int, default_epochs: int,
