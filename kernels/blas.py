@@ -183,11 +183,23 @@ def fill_masks(valid, mask, lengths, t, lo, n_valid):
 
 @njit(cache=True)
 def gather_rows(dst, src, t, lo, hi, bias):
-    """dst[r, :M] = src[r, t, lo:hi] + bias[r] for every row r of the (rows, T, N) src."""
+    """dst[r, :M] = src[r, t, lo:hi] + bias[r] for every row r of the (rows, T, N) src, and
+    dst[r, M:] = 0 (dst may be a fresh slot of a saved slab: its padding must not be garbage,
+    which a NaN would keep through the masks)."""
+    M = hi - lo
     for r in range(dst.shape[0]):
         row, out, b_r = src[r, t, lo:hi], dst[r], bias[r]
-        for m in range(hi - lo):
+        for m in range(M):
             out[m] = row[m] + b_r
+        for m in range(M, dst.shape[1]):
+            out[m] = b_r - b_r
+
+
+@njit(inline="always")
+def slab_width(nblocks, n):
+    """Columns of each block's saved slab (rows, C) per step: the widest block's rows (see
+    block) rounded up to half vector registers. Every block of a call uses this width."""
+    return padded((n + nblocks - 1) // nblocks)
 
 
 @njit(cache=True)

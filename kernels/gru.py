@@ -6,17 +6,17 @@ Gate order r, z, n (PyTorch). Two forms:
   h_t = (1 - z) * n + z * h_{t-1}
 Shapes: x (T, N, D); w_ih (3H, D); w_hh (3H, H); b_ih, b_hh (3H,); lengths (N,) int64.
 Saved for backward (layouts and thread blocks as in lstm.py):
-  h      (T+1, N, H)  state chain
-  gates  (3H, T, N)   activated r, z, n (zero on padding)
-  hn     (H, T, N)    reset_after: W_hn h + b_hn; classic: r * h_{t-1} (the input of W_hn)
+  h      (T+1, N, H)     state chain
+  gates  (B, T, 3H, C)   activated r, z, n of each row block, step by step (zero on padding)
+  hn     (B, T, H, C)    reset_after: W_hn h + b_hn; classic: r * h_{t-1} (the input of W_hn)
 """
 import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
 from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, input_grads_block,
-                                  load_transposed, rowsum_block, scatter_rows, store_block_state)
-from seqtool.kernels.tiles import PANEL, gemm_panels, natural_order, pack_panels, padded, panel_matmul, panel_rows
+                                  load_transposed, rowsum_block, scatter_rows, slab_width, store_block_state)
+from seqtool.kernels.tiles import PANEL, gemm_panels, natural_order, pack_panels, panel_matmul, panel_rows
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -60,18 +60,18 @@ def _cells_classic(rec_n, b_hn, gin, h_old, h_new, mask):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi):
-    # panels: W_hh packed (reset_after) or its r, z rows (classic); panels_n: classic's W_hn.
+def _forward_rows(proj, gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi):
+    # proj: the input projections (3H, T, N), gate-major; gates, hn: the block's slabs (steps
+    # of (3H, C) and (H, C)). panels: W_hh packed (reset_after) or its r, z rows (classic);
+    # panels_n: classic's W_hn.
     T, H, M = y.shape[0], h.shape[2], hi - lo
-    C = padded(M)
+    C = gates.shape[2]
     h_old, h_new = np.zeros((H, C), h.dtype), np.zeros((H, C), h.dtype)  # the block's state, transposed
     h_old[:, :M] = h[T if reverse else 0, lo:hi].T
     rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)  # W_hh @ h (r, z rows only: classic)
     rec_n = np.empty((panels_n.shape[0] * PANEL, C), h.dtype)  # classic: W_hn @ (r * h)
-    gin = np.zeros((3 * H, C), h.dtype)  # the step's input projections + biases, then r, z, n
     bias_in = np.concatenate((b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:]))  # b_hn joins inside the reset
     b_hn = np.repeat(b_hh[2 * H:], C)  # one row of C per unit, like the flat loops' arrays
-    hn_b = np.zeros((H, C), h.dtype)  # reset_after: W_hn h + b_hn; classic: r * h
     mask = np.zeros(H * C, h.dtype)
     valid = np.empty(M, h.dtype)
     n_valid = -1
@@ -81,7 +81,9 @@ def _forward_rows(gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, revers
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, h_old, rec)
-        gather_rows(gin, gates, t, lo, hi, bias_in)
+        gin = gates[t]  # the step's input projections + biases, then r, z, n
+        gather_rows(gin, proj, t, lo, hi, bias_in)
+        hn_b = hn[t]  # reset_after: W_hn h + b_hn; classic: r * h (every column written below)
         g3 = gin.reshape(3, HC)
         if reset_after:
             _cells_after(rec[:3 * H].reshape(3, HC), g3, b_hn, h_old.reshape(HC), h_new.reshape(HC),
@@ -90,22 +92,23 @@ def _forward_rows(gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, revers
             _gates_rz(rec[:2 * H].reshape(2, HC), g3, h_old.reshape(HC), hn_b.reshape(HC), mask)
             panel_matmul(panels_n, hn_b, rec_n)  # W_hn needs r * h first: a second product per step
             _cells_classic(rec_n[:H].reshape(HC), b_hn, g3, h_old.reshape(HC), h_new.reshape(HC), mask)
-        scatter_rows(gates, gin, t, lo, hi)
-        scatter_rows(hn, hn_b, t, lo, hi)
         store_block_state(h_new[:, :M], valid, h, y, t, cur, lo)
         h_old, h_new = h_new, h_old
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nthreads):
-    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), gates (3H, T, N), hn (H, T, N)."""
+    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), gates (B, T, 3H, C), hn
+    (B, T, H, C)."""
     T, N, D = x.shape
     H = h0.shape[1]
-    gates = np.empty((3 * H, T, N), x.dtype)
+    proj = np.empty((3 * H, T, N), x.dtype)
     nb = max(1, min(nthreads, N))  # one block of batch rows per thread
     for k in prange(nb):  # input projection of all steps at once, gate-major
-        gemm_rows(w_ih, x.reshape(T * N, D).T, gates.reshape(3 * H, T * N), k, nb)
-    hn = np.empty((H, T, N), x.dtype)
+        gemm_rows(w_ih, x.reshape(T * N, D).T, proj.reshape(3 * H, T * N), k, nb)
+    C = slab_width(nb, N)
+    gates = np.empty((nb, T, 3 * H, C), x.dtype)
+    hn = np.empty((nb, T, H, C), x.dtype)
     h = np.empty((T + 1, N, H), x.dtype)
     y = np.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
@@ -114,7 +117,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
     panels_n = pack_panels(w_hh[2 * H:], natural_order(0 if reset_after else H))
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi)
+        _forward_rows(proj, gates[k], hn[k], h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi)
     return y, h, gates, hn
 
 
@@ -164,20 +167,18 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
     # dgx: gradients of the input-side pre-activations (for W_ih, b_ih, x); dgh: of the
     # hidden-side ones (for W_hh, b_hh). They differ only in the n block (reset_after).
     # panels_t: W_hh.T packed (reset_after); panels_rz_t, panels_n_t: classic's two parts.
+    # gates, hn: the block's slabs from the forward.
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
-    C = padded(M)
+    C = gates.shape[2]
     HC = H * C
     dhT = np.zeros((H, C), h.dtype)  # gradient reaching the carried state, columns past M zero
     dhT[:, :M] = dh[lo:hi].T
-    act = np.zeros((3 * H, C), h.dtype)  # the step's activated r, z, n
-    hn_b = np.zeros((H, C), h.dtype)
     gx = np.zeros((3 * H, C), h.dtype)  # input-side gradients r, z, n; columns past M stay zero
     gh = np.zeros((3 * H, C), h.dtype)  # reset_after: the hidden side's (r, z as gx)
     direct = np.empty((H, C), h.dtype)
     h_prev = np.zeros((H, C), h.dtype)  # the state that fed step t, transposed
     d_prev = np.empty((max(panels_t.shape[0], panels_rz_t.shape[0]) * PANEL, C), h.dtype)
     d_rh = np.empty((panels_n_t.shape[0] * PANEL, C), h.dtype)
-    no_bias = np.zeros(3 * H, h.dtype)
     mask = np.zeros(HC, h.dtype)
     valid = np.empty(M, h.dtype)
     n_valid = -1
@@ -187,12 +188,10 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         add_transposed(dhT, dy, t, lo, valid)
         load_transposed(h_prev, h, prev, lo, M)
-        gather_rows(act, gates, t, lo, hi, no_bias)
-        a3, dh1, hp1 = act.reshape(3, HC), dhT.reshape(HC), h_prev.reshape(HC)
+        a3, dh1, hp1 = gates[t].reshape(3, HC), dhT.reshape(HC), h_prev.reshape(HC)
         if reset_after:
-            gather_rows(hn_b, hn, t, lo, hi, no_bias)
             _grads_zn(a3, hp1, dh1, gh[H:2 * H].reshape(HC), gx[2 * H:].reshape(HC), direct.reshape(HC), mask)
-            _grads_r_after(a3[0], hn_b.reshape(HC), gx[2 * H:].reshape(HC), gh[:H].reshape(HC), gh[2 * H:].reshape(HC))
+            _grads_r_after(a3[0], hn[t].reshape(HC), gx[2 * H:].reshape(HC), gh[:H].reshape(HC), gh[2 * H:].reshape(HC))
             scatter_rows(dgx, gh[:2 * H], t, lo, hi)  # r, z: the same on both sides
             scatter_rows(dgx[2 * H:], gx[2 * H:], t, lo, hi)
             scatter_rows(dgh, gh[2 * H:], t, lo, hi)
@@ -208,11 +207,23 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
 
 
 @njit(cache=True)
-def weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx2, need_dx,
+def gate_major(slabs, N):
+    """The row blocks' slabs (B, T, rows, C) as one (rows, T, N) array."""
+    nb, T, rows = slabs.shape[0], slabs.shape[1], slabs.shape[2]
+    out = np.empty((rows, T, N), slabs.dtype)
+    for k in range(nb):
+        lo, hi = block(k, nb, N)
+        for t in range(T):
+            scatter_rows(out, slabs[k, t], t, lo, hi)
+    return out
+
+
+@njit(cache=True)
+def weight_grads(x, w_ih, h, rh, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx2, need_dx,
                  k, nb):
     """Block k of nb of the weight and bias gradients (summed over time: one GEMM each) and
     of dx2's rows (T*N, D), from the gate gradients dgx (input side) and dgh (reset_after's n
-    rows)."""
+    rows); rh (H, T, N): the classic form's r * h_{t-1}."""
     T, N, D = x.shape
     H = h.shape[2]
     gx2 = dgx.reshape(3 * H, T * N)
@@ -226,7 +237,7 @@ def weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, d
         n_lo, n_hi = panel_rows(k, nb, H)
         gemm_panels(gn2, h_in, dw_hh[2 * H:], n_lo, n_hi)
     else:  # classic form: W_hn multiplies r * h, not h (a transposed operand: OpenBLAS)
-        gemm_rows(gn2, hn.reshape(H, T * N).T, dw_hh[2 * H:], k, nb)
+        gemm_rows(gn2, rh.reshape(H, T * N).T, dw_hh[2 * H:], k, nb)
     rowsum_block(gx2, db_ih, k, nb)
     rowsum_block(gx2[:2 * H], db_hh[:2 * H], k, nb)
     rowsum_block(gn2, db_hh[2 * H:], k, nb)
@@ -249,18 +260,20 @@ def gru_backward(x, w_ih, w_hh, h, gates, hn, lengths, reverse, reset_after, dy,
     panels_t = pack_panels(np.ascontiguousarray(w_hh.T), natural_order(H) if reset_after else none)
     panels_rz_t = pack_panels(np.ascontiguousarray(w_hh[:2 * H].T), none if reset_after else natural_order(H))
     panels_n_t = pack_panels(np.ascontiguousarray(w_hh[2 * H:].T), none if reset_after else natural_order(H))
-    nb = max(1, min(nthreads, N))
+    nb = gates.shape[0]  # the recurrence keeps the forward's row blocks (their slabs)
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t, lengths, reverse, dy,
+        _backward_rows(dgx, dgh, dh, h, gates[k], hn[k], panels_t, panels_rz_t, panels_n_t, lengths, reverse, dy,
                        reset_after, lo, hi)
     dw_ih = np.empty((3 * H, D), x.dtype)
     dw_hh = np.empty((3 * H, H), x.dtype)
     db_ih = np.empty(3 * H, x.dtype)
     db_hh = np.empty(3 * H, x.dtype)
     dx2 = np.empty((T * N if need_dx else 0, D), x.dtype)
+    rh = np.empty((0, T, N), x.dtype) if reset_after else gate_major(hn, N)  # W_hn's input
+    nb = max(1, min(nthreads, N))
     for k in prange(nb):
-        weight_grads(x, w_ih, h, hn, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx2, need_dx,
+        weight_grads(x, w_ih, h, rh, dgx, dgh, reverse, reset_after, dw_ih, dw_hh, db_ih, db_hh, dx2, need_dx,
                      k, nb)
     dx = dx2.reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh

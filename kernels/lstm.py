@@ -11,24 +11,28 @@ Saved for backward:
                         step t and slot 0 the initial state; reverse: slot t after step t and
                         slot T the initial state. The states that feed the steps are then one
                         contiguous (T*N, H) block, so dW_hh is a single GEMM.
-  c       (T+1, H, N)   cell chain, same slots, gate-major like the gates
-  gates   (4H, T, N)    activated i, f, g, o (zero on padding)
+  c       (T+1, H, N)   cell chain, same slots, gate-major
+  gates   (B, T, 4H, C) activated i, f, g, o of each of the B row blocks, step by step
+                        (block b's rows in columns :M, zero elsewhere; C: blas.slab_width)
 Threads: each Numba thread owns a block of M batch rows for the whole time loop and keeps
 their state and cell transposed, (H, C) with C = M rounded up to whole vector registers. The
 recurrent product runs on W_hh packed once per call (kernels/tiles.py), the backward's
-W_hh.T @ dG on W_hh.T packed the same way. Each step gathers the block's columns of the
-gate-major arrays into contiguous (4H, C) buffers, so the gate arithmetic of all its cells is
-one flat vectorized loop, and writes the results back. The input projection is one BLAS
-call per thread block; the weight and input gradients run on the tiles too.
-Memory: ((T+1)2H + 5TH) N floats; T=100, N=32, H=256: 16 MB in float32.
+W_hh.T @ dG on W_hh.T packed the same way. A step's gates are one contiguous (4H, C) slot of
+the block's slab, so the gate arithmetic of all its cells is one flat vectorized loop that
+leaves the activated gates in place, and the backward reads them there (copying them to and
+from gate-major arrays cost ~10% of a GRU step). The input projection is one BLAS call per
+thread block into a gate-major scratch array that each step gathers from; the gate gradients
+go gate-major for the weight and input gradients, which run on the tiles too.
+Memory: ((T+1)2H + 5TH) N floats, and 4THN more during the forward; T=100, N=32, H=256:
+16 MB in float32.
 """
 import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
 from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, get_block,
-                                  put_block, scatter_rows, store_block_state, weight_grads_block)
-from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
+                                  put_block, scatter_rows, slab_width, store_block_state, weight_grads_block)
+from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -55,12 +59,13 @@ def _cells_forward(rec, gin, c_old, c_new, h_old, h_new, mask):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi):
+def _forward_rows(proj, gates, h, c, y, panels, b, lengths, reverse, lo, hi):
     """The block's time loop. Per step: the recurrent product on the packed W_hh into rec
-    (4H, C), the step's input projection and bias added from gates (gate-major, shared by the
-    threads), the flat cell loop, and the activated gates and the cell written back."""
+    (4H, C), the step's input projection and bias gathered from proj (gate-major, shared by
+    the threads) into the step's slot of the block's slab gates (T, 4H, C), the flat cell
+    loop (the activated gates stay in the slot), and the cell written back."""
     T, H, M = y.shape[0], h.shape[2], hi - lo
-    C = padded(M)
+    C = gates.shape[2]
     first = T if reverse else 0
     # The block's state and cell transposed (H, C), columns past M zero; a step reads the
     # old buffers and writes the new ones.
@@ -69,7 +74,6 @@ def _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi):
     h_old[:, :M] = h[first, lo:hi].T
     c_old[:, :M] = c[first, :, lo:hi]
     rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)  # W_hh @ h_old
-    gin = np.zeros((4 * H, C), h.dtype)  # the step's input projection + bias, then its gates
     mask = np.zeros(H * C, h.dtype)
     valid = np.empty(M, h.dtype)
     n_valid = -1
@@ -78,10 +82,10 @@ def _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi):
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, h_old, rec)
-        gather_rows(gin, gates, t, lo, hi, b)
+        gin = gates[t]  # the step's input projection + bias, then its activated gates
+        gather_rows(gin, proj, t, lo, hi, b)
         _cells_forward(rec[:4 * H].reshape(4, H * C), gin.reshape(4, H * C), c_old.reshape(H * C),
                        c_new.reshape(H * C), h_old.reshape(H * C), h_new.reshape(H * C), mask)
-        scatter_rows(gates, gin, t, lo, hi)
         put_block(c[cur], c_new, lo, hi)
         store_block_state(h_new[:, :M], valid, h, y, t, cur, lo)
         h_old, h_new = h_new, h_old
@@ -90,14 +94,16 @@ def _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
-    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), c (T+1, H, N), gates (4H, T, N)."""
+    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), c (T+1, H, N), gates
+    (B, T, 4H, C)."""
     T, N, D = x.shape
     H = h0.shape[1]
-    gates = np.empty((4 * H, T, N), x.dtype)
+    proj = np.empty((4 * H, T, N), x.dtype)
     x2 = x.reshape(T * N, D)
     nb = max(1, min(nthreads, N))  # one block of batch rows per thread
     for k in prange(nb):  # input projection of all steps at once, gate-major
-        gemm_rows(w_ih, x2.T, gates.reshape(4 * H, T * N), k, nb)
+        gemm_rows(w_ih, x2.T, proj.reshape(4 * H, T * N), k, nb)
+    gates = np.empty((nb, T, 4 * H, slab_width(nb, N)), x.dtype)
     h = np.empty((T + 1, N, H), x.dtype)
     c = np.empty((T + 1, H, N), x.dtype)
     y = np.empty((T, N, H), x.dtype)
@@ -107,7 +113,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
     panels = pack_panels(w_hh, natural_order(4 * H))  # once per call, shared by the threads
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(gates, h, c, y, panels, b, lengths, reverse, lo, hi)
+        _forward_rows(proj, gates[k], h, c, y, panels, b, lengths, reverse, lo, hi)
     return y, h, c, gates
 
 
@@ -132,17 +138,16 @@ def _cells_backward(act, c_cur, c_prev, dh, dc, dg, mask):
 
 @njit(cache=True, error_model="numpy")
 def _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo, hi):
+    # gates: the block's slab (T, 4H, C) of activated gates from the forward
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
-    C = padded(M)
+    C = gates.shape[2]
     dhT = np.zeros((H, C), c.dtype)  # gradient reaching the carried state; columns past M 0
     dcT = np.zeros((H, C), c.dtype)
     dhT[:, :M] = dh[lo:hi].T
     dcT[:, :M] = dc[lo:hi].T
-    act = np.zeros((4 * H, C), c.dtype)  # the step's activated gates, taken from gates
     c_cur, c_prev = np.zeros((H, C), c.dtype), np.zeros((H, C), c.dtype)
     dg = np.zeros((4 * H, C), c.dtype)  # gate pre-activation gradients; columns past M stay 0
     d_prev = np.empty((panels_t.shape[0] * PANEL, C), c.dtype)  # W_hh.T @ dg
-    no_bias = np.zeros(4 * H, c.dtype)
     mask = np.zeros(H * C, c.dtype)
     valid = np.empty(M, c.dtype)
     n_valid = -1
@@ -151,7 +156,7 @@ def _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo,
         prev, cur = (t + 1, t) if reverse else (t, t + 1)
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         add_transposed(dhT, dy, t, lo, valid)
-        gather_rows(act, gates, t, lo, hi, no_bias)
+        act = gates[t]
         if s == 0:
             get_block(c_cur, c[cur], lo, hi)
         else:  # this step's cell is the one the step after it started from
@@ -175,10 +180,11 @@ def lstm_backward(x, w_ih, w_hh, h, c, gates, lengths, reverse, dy, dh_n, dc_n, 
     dh = dh_n.copy()  # gradient reaching the carried state; dh0 on return
     dc = dc_n.copy()
     panels_t = pack_panels(np.ascontiguousarray(w_hh.T), natural_order(H))  # W_hh.T, packed once
-    nb = max(1, min(nthreads, N))
+    nb = gates.shape[0]  # the recurrence keeps the forward's row blocks (their slabs)
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _backward_rows(dgates, dh, dc, c, gates, panels_t, lengths, reverse, dy, lo, hi)
+        _backward_rows(dgates, dh, dc, c, gates[k], panels_t, lengths, reverse, dy, lo, hi)
+    nb = max(1, min(nthreads, N))
     dg2 = dgates.reshape(4 * H, T * N)
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)  # the states that fed each step
     dw_ih = np.empty((4 * H, D), x.dtype)

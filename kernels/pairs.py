@@ -8,12 +8,12 @@ single-direction kernels' (kernels/lstm.py), so the two paths give the same numb
 
 Arrays are the single-direction ones stacked on a leading axis of 2 (0 forward, 1 reverse):
 h0, c0 (2, N, H); w_ih (2, 4H, D); w_hh (2, 4H, H); b (2, 4H); saved h (2, T+1, N, H),
-c (2, T+1, H, N), gates (2, 4H, T, N). y and dy are (T, N, 2H), forward features first.
+c (2, T+1, H, N), gates (2, B, T, 4H, C). y and dy are (T, N, 2H), forward features first.
 """
 import numpy as np
 from numba import njit, prange
 
-from seqtool.kernels.blas import block, gemm_rows, weight_grads_block
+from seqtool.kernels.blas import block, gemm_rows, slab_width, weight_grads_block
 from seqtool.kernels import gru, lstm, rnn
 from seqtool.kernels.tiles import natural_order, pack_panels
 
@@ -49,11 +49,12 @@ def lstm_forward_pair(x, h0, c0, w_ih, w_hh, b, lengths, nthreads):
     T, N, D = x.shape
     H = h0.shape[2]
     nb = max(1, min(nthreads // 2, N))  # row blocks per direction
-    gates = np.empty((2, 4 * H, T, N), x.dtype)
+    proj = np.empty((2, 4 * H, T, N), x.dtype)
     x2t = x.reshape(T * N, D).T
     for k in prange(2 * nb):
         d = k // nb
-        gemm_rows(w_ih[d], x2t, gates[d].reshape(4 * H, T * N), k % nb, nb)
+        gemm_rows(w_ih[d], x2t, proj[d].reshape(4 * H, T * N), k % nb, nb)
+    gates = np.empty((2, nb, T, 4 * H, slab_width(nb, N)), x.dtype)
     h = np.empty((2, T + 1, N, H), x.dtype)
     c = np.empty((2, T + 1, H, N), x.dtype)
     y = np.empty((T, N, 2 * H), x.dtype)
@@ -65,7 +66,7 @@ def lstm_forward_pair(x, h0, c0, w_ih, w_hh, b, lengths, nthreads):
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        lstm._forward_rows(gates[d], h[d], c[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths, d == 1, lo, hi)
+        lstm._forward_rows(proj[d], gates[d, k % nb], h[d], c[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths, d == 1, lo, hi)
     return y, h, c, gates
 
 
@@ -75,7 +76,7 @@ def lstm_backward_pair(x, w_ih, w_hh, h, c, gates, lengths, dy, dh_n, dc_n, need
     dw_hh (2, 4H, H), db (2, 4H)."""
     T, N, D = x.shape
     H = h.shape[3]
-    nb = max(1, min(nthreads // 2, N))
+    nb = gates.shape[1]  # the forward's row blocks per direction
     dgates = np.empty((2, 4 * H, T, N), x.dtype)
     dh = dh_n.copy()
     dc = dc_n.copy()
@@ -83,7 +84,7 @@ def lstm_backward_pair(x, w_ih, w_hh, h, c, gates, lengths, dy, dh_n, dc_n, need
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        lstm._backward_rows(dgates[d], dh[d], dc[d], c[d], gates[d], panels_t[d], lengths, d == 1,
+        lstm._backward_rows(dgates[d], dh[d], dc[d], c[d], gates[d, k % nb], panels_t[d], lengths, d == 1,
                        dy[:, :, d * H:(d + 1) * H], lo, hi)
     x2 = x.reshape(T * N, D)
     dw_ih = np.empty((2, 4 * H, D), x.dtype)
@@ -101,15 +102,16 @@ def lstm_backward_pair(x, w_ih, w_hh, h, c, gates, lengths, dy, dh_n, dc_n, need
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def rnn_forward_pair(x, h0, w_ih, w_hh, b, lengths, relu, nthreads):
-    """Returns y (T, N, 2H), h (2, T+1, N, H), a (2, H, T, N)."""
+    """Returns y (T, N, 2H), h (2, T+1, N, H), a (2, B, T, H, C)."""
     T, N, D = x.shape
     H = h0.shape[2]
     nb = max(1, min(nthreads // 2, N))
-    pre = np.empty((2, H, T, N), x.dtype)
+    proj = np.empty((2, H, T, N), x.dtype)
     x2t = x.reshape(T * N, D).T
     for k in prange(2 * nb):
         d = k // nb
-        gemm_rows(w_ih[d], x2t, pre[d].reshape(H, T * N), k % nb, nb)
+        gemm_rows(w_ih[d], x2t, proj[d].reshape(H, T * N), k % nb, nb)
+    act = np.empty((2, nb, T, H, slab_width(nb, N)), x.dtype)
     h = np.empty((2, T + 1, N, H), x.dtype)
     y = np.empty((T, N, 2 * H), x.dtype)
     h[0, 0] = h0[0]
@@ -118,8 +120,9 @@ def rnn_forward_pair(x, h0, w_ih, w_hh, b, lengths, relu, nthreads):
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        rnn._forward_rows(pre[d], h[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths, d == 1, relu, lo, hi)
-    return y, h, pre
+        rnn._forward_rows(proj[d], act[d, k % nb], h[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths,
+                          d == 1, relu, lo, hi)
+    return y, h, act
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -127,14 +130,14 @@ def rnn_backward_pair(x, w_ih, w_hh, h, act, lengths, relu, dy, dh_n, need_dx, n
     """Returns dx (T, N, D), dh0 (2, N, H), dw_ih (2, H, D), dw_hh (2, H, H), db (2, H)."""
     T, N, D = x.shape
     H = h.shape[3]
-    nb = max(1, min(nthreads // 2, N))
+    nb = act.shape[1]  # the forward's row blocks per direction
     dpre = np.empty((2, H, T, N), x.dtype)
     dh = dh_n.copy()
     panels_t = _pack_pair(_transposed_pair(w_hh), natural_order(H))
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        rnn._backward_rows(dpre[d], dh[d], act[d], panels_t[d], lengths, d == 1, relu,
+        rnn._backward_rows(dpre[d], dh[d], act[d, k % nb], panels_t[d], lengths, d == 1, relu,
                            dy[:, :, d * H:(d + 1) * H], lo, hi)
     x2 = x.reshape(T * N, D)
     dw_ih = np.empty((2, H, D), x.dtype)
@@ -152,16 +155,18 @@ def rnn_backward_pair(x, w_ih, w_hh, h, act, lengths, relu, dy, dh_n, need_dx, n
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def gru_forward_pair(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after, nthreads):
-    """Returns y (T, N, 2H), h (2, T+1, N, H), gates (2, 3H, T, N), hn (2, H, T, N)."""
+    """Returns y (T, N, 2H), h (2, T+1, N, H), gates (2, B, T, 3H, C), hn (2, B, T, H, C)."""
     T, N, D = x.shape
     H = h0.shape[2]
     nb = max(1, min(nthreads // 2, N))
-    gates = np.empty((2, 3 * H, T, N), x.dtype)
+    proj = np.empty((2, 3 * H, T, N), x.dtype)
     x2t = x.reshape(T * N, D).T
     for k in prange(2 * nb):
         d = k // nb
-        gemm_rows(w_ih[d], x2t, gates[d].reshape(3 * H, T * N), k % nb, nb)
-    hn = np.empty((2, H, T, N), x.dtype)
+        gemm_rows(w_ih[d], x2t, proj[d].reshape(3 * H, T * N), k % nb, nb)
+    C = slab_width(nb, N)
+    gates = np.empty((2, nb, T, 3 * H, C), x.dtype)
+    hn = np.empty((2, nb, T, H, C), x.dtype)
     h = np.empty((2, T + 1, N, H), x.dtype)
     y = np.empty((T, N, 2 * H), x.dtype)
     h[0, 0] = h0[0]
@@ -171,7 +176,7 @@ def gru_forward_pair(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after, nthrea
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        gru._forward_rows(gates[d], hn[d], h[d], y[:, :, d * H:(d + 1) * H], panels[d], panels_n[d], b_ih[d],
+        gru._forward_rows(proj[d], gates[d, k % nb], hn[d, k % nb], h[d], y[:, :, d * H:(d + 1) * H], panels[d], panels_n[d], b_ih[d],
                           b_hh[d], lengths, d == 1, reset_after, lo, hi)
     return y, h, gates, hn
 
@@ -181,7 +186,7 @@ def gru_backward_pair(x, w_ih, w_hh, h, gates, hn, lengths, reset_after, dy, dh_
     """Returns dx (T, N, D), dh0 (2, N, H), dw_ih (2, 3H, D), dw_hh (2, 3H, H), db_ih, db_hh (2, 3H)."""
     T, N, D = x.shape
     H = h.shape[3]
-    nb = max(1, min(nthreads // 2, N))
+    nb = gates.shape[1]  # the forward's row blocks per direction
     dgx = np.empty((2, 3 * H, T, N), x.dtype)
     dgh = np.empty((2, H if reset_after else 0, T, N), x.dtype)
     dh = dh_n.copy()
@@ -192,16 +197,20 @@ def gru_backward_pair(x, w_ih, w_hh, h, gates, hn, lengths, reset_after, dy, dh_
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        gru._backward_rows(dgx[d], dgh[d], dh[d], h[d], gates[d], hn[d], panels_t[d], panels_rz_t[d],
+        gru._backward_rows(dgx[d], dgh[d], dh[d], h[d], gates[d, k % nb], hn[d, k % nb], panels_t[d], panels_rz_t[d],
                            panels_n_t[d], lengths, d == 1, dy[:, :, d * H:(d + 1) * H], reset_after, lo, hi)
     dw_ih = np.empty((2, 3 * H, D), x.dtype)
     dw_hh = np.empty((2, 3 * H, H), x.dtype)
     db_ih = np.empty((2, 3 * H), x.dtype)
     db_hh = np.empty((2, 3 * H), x.dtype)
     dx2 = np.empty((2, T * N if need_dx else 0, D), x.dtype)
+    rh = np.empty((2, 0 if reset_after else H, T, N), x.dtype)  # the classic form's W_hn input
+    if not reset_after:
+        rh[0] = gru.gate_major(hn[0], N)
+        rh[1] = gru.gate_major(hn[1], N)
     for k in prange(2 * nb):
         d, kb = k // nb, k % nb
-        gru.weight_grads(x, w_ih[d], h[d], hn[d], dgx[d], dgh[d], d == 1, reset_after, dw_ih[d], dw_hh[d],
+        gru.weight_grads(x, w_ih[d], h[d], rh[d], dgx[d], dgh[d], d == 1, reset_after, dw_ih[d], dw_hh[d],
                          db_ih[d], db_hh[d], dx2[d], need_dx, kb, nb)
     dx = (dx2[0] + dx2[1]).reshape(T, N, D) if need_dx else np.empty((0, N, D), x.dtype)
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh

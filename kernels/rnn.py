@@ -3,15 +3,15 @@
   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  act = tanh or relu
 Shapes: x (T, N, D); w_ih (H, D); w_hh (H, H); b (H,) = b_ih + b_hh; lengths (N,) int64.
 Saved for backward: h (T+1, N, H), slots and thread blocks as in lstm.py; the activation's
-derivative is read off the saved outputs a (H, T, N) (gate-major, zero on padding).
+derivative is read off the saved outputs a (B, T, H, C) (each row block's slab, zero on padding).
 """
 import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
 from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, scatter_rows,
-                                  store_block_state, weight_grads_block)
-from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, padded, panel_matmul
+                                  slab_width, store_block_state, weight_grads_block)
+from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -29,13 +29,13 @@ def _cells_forward(rec, pin, h, mask, relu):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(pre, h, y, panels, b, lengths, reverse, relu, lo, hi):
+def _forward_rows(proj, act, h, y, panels, b, lengths, reverse, relu, lo, hi):
+    # proj (H, T, N): the input projections, gate-major; act: the block's slab (T, H, C)
     T, H, M = y.shape[0], h.shape[2], hi - lo
-    C = padded(M)
+    C = act.shape[2]
     hT = np.zeros((H, C), h.dtype)  # (H, M) block state, zero columns up to C
     hT[:, :M] = h[T if reverse else 0, lo:hi].T
     rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)
-    pin = np.zeros((H, C), h.dtype)
     mask = np.zeros(H * C, h.dtype)
     valid = np.empty(M, h.dtype)
     n_valid = -1
@@ -44,29 +44,30 @@ def _forward_rows(pre, h, y, panels, b, lengths, reverse, relu, lo, hi):
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, hT, rec)
-        gather_rows(pin, pre, t, lo, hi, b)
+        pin = act[t]  # the step's input projection + bias, then its activation (saved)
+        gather_rows(pin, proj, t, lo, hi, b)
         _cells_forward(rec[:H].reshape(H * C), pin.reshape(H * C), hT.reshape(H * C), mask, relu)
-        scatter_rows(pre, pin, t, lo, hi)
         store_block_state(hT[:, :M], valid, h, y, t, cur, lo)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
-    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), a (H, T, N)."""
+    """Returns y (T, N, H) and what backward needs: h (T+1, N, H), a (B, T, H, C)."""
     T, N, D = x.shape
     H = h0.shape[1]
-    pre = np.empty((H, T, N), x.dtype)  # input projection, then the activations
+    proj = np.empty((H, T, N), x.dtype)  # input projection of all steps, gate-major
     nb = max(1, min(nthreads, N))  # one block of batch rows per thread
     for k in prange(nb):
-        gemm_rows(w_ih, x.reshape(T * N, D).T, pre.reshape(H, T * N), k, nb)
+        gemm_rows(w_ih, x.reshape(T * N, D).T, proj.reshape(H, T * N), k, nb)
+    act = np.empty((nb, T, H, slab_width(nb, N)), x.dtype)
     h = np.empty((T + 1, N, H), x.dtype)
     y = np.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
     panels = pack_panels(w_hh, natural_order(H))  # once per call (kernels/tiles.py)
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(pre, h, y, panels, b, lengths, reverse, relu, lo, hi)
-    return y, h, pre
+        _forward_rows(proj, act[k], h, y, panels, b, lengths, reverse, relu, lo, hi)
+    return y, h, act
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -83,15 +84,14 @@ def _cells_backward(act, dh, da, mask, relu):
 
 @njit(cache=True, error_model="numpy")
 def _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi):
+    # act: the block's slab (T, H, C) of activations from the forward
     T, H, M = dy.shape[0], dy.shape[2], hi - lo
-    C = padded(M)
+    C = act.shape[2]
     HC = H * C
     dhT = np.zeros((H, C), act.dtype)  # (H, M) gradient reaching the carried state
     dhT[:, :M] = dh[lo:hi].T
-    a_b = np.zeros((H, C), act.dtype)  # the step's activations
     da = np.zeros((H, C), act.dtype)  # columns past M stay zero: the product's padding
     d_prev = np.empty((panels_t.shape[0] * PANEL, C), act.dtype)
-    no_bias = np.zeros(H, act.dtype)
     mask = np.zeros(HC, act.dtype)
     valid = np.empty(M, act.dtype)
     n_valid = -1
@@ -99,8 +99,7 @@ def _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi):
         t = s if reverse else T - 1 - s
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         add_transposed(dhT, dy, t, lo, valid)
-        gather_rows(a_b, act, t, lo, hi, no_bias)
-        _cells_backward(a_b.reshape(HC), dhT.reshape(HC), da.reshape(HC), mask, relu)
+        _cells_backward(act[t].reshape(HC), dhT.reshape(HC), da.reshape(HC), mask, relu)
         panel_matmul(panels_t, da, d_prev)
         blend_rows(dhT, d_prev, valid)  # the gradient reaching h_{t-1}; padding keeps dh
         scatter_rows(dpre, da, t, lo, hi)
@@ -115,10 +114,11 @@ def rnn_backward(x, w_ih, w_hh, h, act, lengths, reverse, relu, dy, dh_n, need_d
     dpre = np.empty((H, T, N), x.dtype)
     dh = dh_n.copy()
     panels_t = pack_panels(np.ascontiguousarray(w_hh.T), natural_order(H))  # W_hh.T, once per call
-    nb = max(1, min(nthreads, N))
+    nb = act.shape[0]  # the recurrence keeps the forward's row blocks (their slabs)
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _backward_rows(dpre, dh, act, panels_t, lengths, reverse, relu, dy, lo, hi)
+        _backward_rows(dpre, dh, act[k], panels_t, lengths, reverse, relu, dy, lo, hi)
+    nb = max(1, min(nthreads, N))
     d2 = dpre.reshape(H, T * N)
     h_in = (h[1:] if reverse else h[:T]).reshape(T * N, H)
     dw_ih = np.empty((H, D), x.dtype)
