@@ -155,9 +155,9 @@ def blend_rows(state, new, valid):
             s_j[m] = valid[m] * n_j[m] + (one - valid[m]) * s_j[m]
 
 
-# Per-step copies between the gate-major (rows, T, N) arrays and a block's contiguous (rows, C)
-# buffers, so the gate arithmetic runs as one flat loop (kernels/lstm.py). Each row's copy is a
-# loop over a slice made here: a slice assignment per row measured ~10x slower.
+# Per-step copies between a block's contiguous (rows, C) buffers, where the gate arithmetic runs
+# as one flat loop (kernels/lstm.py), and the (rows, N) or (rows, T, N) arrays the products read.
+# Each row's copy is a loop over a slice made here: a slice assignment per row measured ~10x slower.
 
 
 @njit(cache=True)
@@ -182,17 +182,12 @@ def fill_masks(valid, mask, lengths, t, lo, n_valid):
 
 
 @njit(cache=True)
-def gather_rows(dst, src, t, lo, hi, bias):
-    """dst[r, :M] = src[r, t, lo:hi] + bias[r] for every row r of the (rows, T, N) src, and
-    dst[r, M:] = 0 (dst may be a fresh slot of a saved slab: its padding must not be garbage,
-    which a NaN would keep through the masks)."""
-    M = hi - lo
+def add_row_bias(dst, src, bias):
+    """dst[r] = src[r] + bias[r] for every row r of dst (a step's input projection into its slot)."""
     for r in range(dst.shape[0]):
-        row, out, b_r = src[r, t, lo:hi], dst[r], bias[r]
-        for m in range(M):
+        out, row, b_r = dst[r], src[r], bias[r]
+        for m in range(dst.shape[1]):
             out[m] = row[m] + b_r
-        for m in range(M, dst.shape[1]):
-            out[m] = b_r - b_r
 
 
 @njit(inline="always")

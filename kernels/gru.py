@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_transposed, block, fill_masks, gather_rows, gemm_rows, input_grads_block,
+from seqtool.kernels.blas import (add_row_bias, add_transposed, block, fill_masks, gemm_rows, input_grads_block,
                                   load_transposed, rowsum_block, scatter_rows, slab_width, store_block_state)
 from seqtool.kernels.tiles import PANEL, gemm_panels, natural_order, pack_panels, panel_matmul, panel_rows
 
@@ -60,10 +60,9 @@ def _cells_classic(rec_n, b_hn, gin, h_old, h_new, mask):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(proj, gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi):
-    # proj: the input projections (3H, T, N), gate-major; gates, hn: the block's slabs (steps
-    # of (3H, C) and (H, C)). panels: W_hh packed (reset_after) or its r, z rows (classic);
-    # panels_n: classic's W_hn.
+def _forward_rows(x, panels_ih, gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi):
+    # panels_ih: W_ih packed; gates, hn: the block's slabs (steps of (3H, C) and (H, C)).
+    # panels: W_hh packed (reset_after) or its r, z rows (classic); panels_n: classic's W_hn.
     T, H, M = y.shape[0], h.shape[2], hi - lo
     C = gates.shape[2]
     h_old, h_new = np.zeros((H, C), h.dtype), np.zeros((H, C), h.dtype)  # the block's state, transposed
@@ -76,13 +75,17 @@ def _forward_rows(proj, gates, hn, h, y, panels, panels_n, b_ih, b_hh, lengths, 
     valid = np.empty(M, h.dtype)
     n_valid = -1
     HC = H * C
+    xT = np.zeros((x.shape[2], C), h.dtype)  # the step's inputs, transposed
+    pin = np.empty((panels_ih.shape[0] * PANEL, C), h.dtype)  # W_ih @ xT
     for s in range(T):
         t = T - 1 - s if reverse else s
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, h_old, rec)
         gin = gates[t]  # the step's input projections + biases, then r, z, n
-        gather_rows(gin, proj, t, lo, hi, bias_in)
+        load_transposed(xT, x, t, lo, M)
+        panel_matmul(panels_ih, xT, pin)
+        add_row_bias(gin, pin, bias_in)
         hn_b = hn[t]  # reset_after: W_hn h + b_hn; classic: r * h (every column written below)
         g3 = gin.reshape(3, HC)
         if reset_after:
@@ -102,22 +105,20 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, reset_after, nt
     (B, T, H, C)."""
     T, N, D = x.shape
     H = h0.shape[1]
-    proj = np.empty((3 * H, T, N), x.dtype)
     nb = max(1, min(nthreads, N))  # one block of batch rows per thread
-    for k in prange(nb):  # input projection of all steps at once, gate-major
-        gemm_rows(w_ih, x.reshape(T * N, D).T, proj.reshape(3 * H, T * N), k, nb)
     C = slab_width(nb, N)
     gates = np.empty((nb, T, 3 * H, C), x.dtype)
     hn = np.empty((nb, T, H, C), x.dtype)
     h = np.empty((T + 1, N, H), x.dtype)
     y = np.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
-    # W_hh packed once per call (kernels/tiles.py); classic keeps W_hn apart (it multiplies r * h)
+    # W_ih, W_hh packed once per call (kernels/tiles.py); classic keeps W_hn apart (it multiplies r * h)
+    panels_ih = pack_panels(w_ih, natural_order(3 * H))
     panels = pack_panels(w_hh, natural_order(3 * H if reset_after else 2 * H))
     panels_n = pack_panels(w_hh[2 * H:], natural_order(0 if reset_after else H))
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(proj, gates[k], hn[k], h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi)
+        _forward_rows(x, panels_ih, gates[k], hn[k], h, y, panels, panels_n, b_ih, b_hh, lengths, reverse, reset_after, lo, hi)
     return y, h, gates, hn
 
 

@@ -17,21 +17,22 @@ Saved for backward:
 Threads: each Numba thread owns a block of M batch rows for the whole time loop and keeps
 their state and cell transposed, (H, C) with C = M rounded up to whole vector registers. The
 recurrent product runs on W_hh packed once per call (kernels/tiles.py), the backward's
-W_hh.T @ dG on W_hh.T packed the same way. A step's gates are one contiguous (4H, C) slot of
-the block's slab, so the gate arithmetic of all its cells is one flat vectorized loop that
-leaves the activated gates in place, and the backward reads them there (copying them to and
-from gate-major arrays cost ~10% of a GRU step). The input projection is one BLAS call per
-thread block into a gate-major scratch array that each step gathers from; the gate gradients
-go gate-major for the weight and input gradients, which run on the tiles too.
-Memory: ((T+1)2H + 5TH) N floats, and 4THN more during the forward; T=100, N=32, H=256:
-16 MB in float32.
+W_hh.T @ dG on W_hh.T packed the same way, and each step's input projection on W_ih packed
+(one BLAS call for all steps, then a gather per step, was 2.3 ms slower of a 19 ms GRU
+forward). A step's gates are one contiguous (4H, C) slot of the block's slab, so the gate
+arithmetic of all its cells is one flat vectorized loop that leaves the activated gates in
+place, and the backward reads them there (copying them to and from gate-major arrays cost
+~3 ms of a 56 ms GRU step). The gate gradients go gate-major for the weight and input
+gradients, which run on the tiles too.
+Memory: ((T+1)2H + 5TH) N floats; T=100, N=32, H=256: 16 MB in float32.
 """
 import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, get_block,
-                                  put_block, scatter_rows, slab_width, store_block_state, weight_grads_block)
+from seqtool.kernels.blas import (add_row_bias, add_transposed, blend_rows, block, fill_masks, get_block,
+                                  load_transposed, put_block, scatter_rows, slab_width, store_block_state,
+                                  weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
 
 
@@ -59,11 +60,11 @@ def _cells_forward(rec, gin, c_old, c_new, h_old, h_new, mask):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(proj, gates, h, c, y, panels, b, lengths, reverse, lo, hi):
-    """The block's time loop. Per step: the recurrent product on the packed W_hh into rec
-    (4H, C), the step's input projection and bias gathered from proj (gate-major, shared by
-    the threads) into the step's slot of the block's slab gates (T, 4H, C), the flat cell
-    loop (the activated gates stay in the slot), and the cell written back."""
+def _forward_rows(x, panels_ih, gates, h, c, y, panels, b, lengths, reverse, lo, hi):
+    """The block's time loop. Per step: the input and recurrent products on the packed W_ih
+    and W_hh, the input projection + bias into the step's slot of the block's slab gates
+    (T, 4H, C), the flat cell loop (the activated gates stay in the slot), and the cell
+    written back."""
     T, H, M = y.shape[0], h.shape[2], hi - lo
     C = gates.shape[2]
     first = T if reverse else 0
@@ -74,6 +75,8 @@ def _forward_rows(proj, gates, h, c, y, panels, b, lengths, reverse, lo, hi):
     h_old[:, :M] = h[first, lo:hi].T
     c_old[:, :M] = c[first, :, lo:hi]
     rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)  # W_hh @ h_old
+    xT = np.zeros((x.shape[2], C), h.dtype)  # the step's inputs, transposed
+    pin = np.empty((panels_ih.shape[0] * PANEL, C), h.dtype)  # W_ih @ xT
     mask = np.zeros(H * C, h.dtype)
     valid = np.empty(M, h.dtype)
     n_valid = -1
@@ -82,8 +85,10 @@ def _forward_rows(proj, gates, h, c, y, panels, b, lengths, reverse, lo, hi):
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, h_old, rec)
+        load_transposed(xT, x, t, lo, M)
+        panel_matmul(panels_ih, xT, pin)
         gin = gates[t]  # the step's input projection + bias, then its activated gates
-        gather_rows(gin, proj, t, lo, hi, b)
+        add_row_bias(gin, pin, b)
         _cells_forward(rec[:4 * H].reshape(4, H * C), gin.reshape(4, H * C), c_old.reshape(H * C),
                        c_new.reshape(H * C), h_old.reshape(H * C), h_new.reshape(H * C), mask)
         put_block(c[cur], c_new, lo, hi)
@@ -98,11 +103,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
     (B, T, 4H, C)."""
     T, N, D = x.shape
     H = h0.shape[1]
-    proj = np.empty((4 * H, T, N), x.dtype)
-    x2 = x.reshape(T * N, D)
     nb = max(1, min(nthreads, N))  # one block of batch rows per thread
-    for k in prange(nb):  # input projection of all steps at once, gate-major
-        gemm_rows(w_ih, x2.T, proj.reshape(4 * H, T * N), k, nb)
     gates = np.empty((nb, T, 4 * H, slab_width(nb, N)), x.dtype)
     h = np.empty((T + 1, N, H), x.dtype)
     c = np.empty((T + 1, H, N), x.dtype)
@@ -110,10 +111,11 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, lengths, reverse, nthreads):
     first = T if reverse else 0
     h[first] = h0
     c[first] = c0.T
-    panels = pack_panels(w_hh, natural_order(4 * H))  # once per call, shared by the threads
+    panels_ih = pack_panels(w_ih, natural_order(4 * H))  # once per call, shared by the threads
+    panels = pack_panels(w_hh, natural_order(4 * H))
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(proj, gates[k], h, c, y, panels, b, lengths, reverse, lo, hi)
+        _forward_rows(x, panels_ih, gates[k], h, c, y, panels, b, lengths, reverse, lo, hi)
     return y, h, c, gates
 
 

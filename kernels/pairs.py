@@ -13,7 +13,7 @@ c (2, T+1, H, N), gates (2, B, T, 4H, C). y and dy are (T, N, 2H), forward featu
 import numpy as np
 from numba import njit, prange
 
-from seqtool.kernels.blas import block, gemm_rows, slab_width, weight_grads_block
+from seqtool.kernels.blas import block, slab_width, weight_grads_block
 from seqtool.kernels import gru, lstm, rnn
 from seqtool.kernels.tiles import natural_order, pack_panels
 
@@ -49,11 +49,6 @@ def lstm_forward_pair(x, h0, c0, w_ih, w_hh, b, lengths, nthreads):
     T, N, D = x.shape
     H = h0.shape[2]
     nb = max(1, min(nthreads // 2, N))  # row blocks per direction
-    proj = np.empty((2, 4 * H, T, N), x.dtype)
-    x2t = x.reshape(T * N, D).T
-    for k in prange(2 * nb):
-        d = k // nb
-        gemm_rows(w_ih[d], x2t, proj[d].reshape(4 * H, T * N), k % nb, nb)
     gates = np.empty((2, nb, T, 4 * H, slab_width(nb, N)), x.dtype)
     h = np.empty((2, T + 1, N, H), x.dtype)
     c = np.empty((2, T + 1, H, N), x.dtype)
@@ -62,11 +57,12 @@ def lstm_forward_pair(x, h0, c0, w_ih, w_hh, b, lengths, nthreads):
     c[0, 0] = c0[0].T
     h[1, T] = h0[1]
     c[1, T] = c0[1].T
+    panels_ih = _pack_pair(w_ih, natural_order(4 * H))
     panels = _pack_pair(w_hh, natural_order(4 * H))
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        lstm._forward_rows(proj[d], gates[d, k % nb], h[d], c[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths, d == 1, lo, hi)
+        lstm._forward_rows(x, panels_ih[d], gates[d, k % nb], h[d], c[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths, d == 1, lo, hi)
     return y, h, c, gates
 
 
@@ -106,21 +102,17 @@ def rnn_forward_pair(x, h0, w_ih, w_hh, b, lengths, relu, nthreads):
     T, N, D = x.shape
     H = h0.shape[2]
     nb = max(1, min(nthreads // 2, N))
-    proj = np.empty((2, H, T, N), x.dtype)
-    x2t = x.reshape(T * N, D).T
-    for k in prange(2 * nb):
-        d = k // nb
-        gemm_rows(w_ih[d], x2t, proj[d].reshape(H, T * N), k % nb, nb)
     act = np.empty((2, nb, T, H, slab_width(nb, N)), x.dtype)
     h = np.empty((2, T + 1, N, H), x.dtype)
     y = np.empty((T, N, 2 * H), x.dtype)
     h[0, 0] = h0[0]
     h[1, T] = h0[1]
+    panels_ih = _pack_pair(w_ih, natural_order(H))
     panels = _pack_pair(w_hh, natural_order(H))
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        rnn._forward_rows(proj[d], act[d, k % nb], h[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths,
+        rnn._forward_rows(x, panels_ih[d], act[d, k % nb], h[d], y[:, :, d * H:(d + 1) * H], panels[d], b[d], lengths,
                           d == 1, relu, lo, hi)
     return y, h, act
 
@@ -159,11 +151,6 @@ def gru_forward_pair(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after, nthrea
     T, N, D = x.shape
     H = h0.shape[2]
     nb = max(1, min(nthreads // 2, N))
-    proj = np.empty((2, 3 * H, T, N), x.dtype)
-    x2t = x.reshape(T * N, D).T
-    for k in prange(2 * nb):
-        d = k // nb
-        gemm_rows(w_ih[d], x2t, proj[d].reshape(3 * H, T * N), k % nb, nb)
     C = slab_width(nb, N)
     gates = np.empty((2, nb, T, 3 * H, C), x.dtype)
     hn = np.empty((2, nb, T, H, C), x.dtype)
@@ -171,12 +158,13 @@ def gru_forward_pair(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after, nthrea
     y = np.empty((T, N, 2 * H), x.dtype)
     h[0, 0] = h0[0]
     h[1, T] = h0[1]
+    panels_ih = _pack_pair(w_ih, natural_order(3 * H))
     panels = _pack_pair(w_hh, natural_order(3 * H if reset_after else 2 * H))
     panels_n = _pack_pair(np.ascontiguousarray(w_hh[:, 2 * H:]), natural_order(0 if reset_after else H))
     for k in prange(2 * nb):
         d = k // nb
         lo, hi = block(k % nb, nb, N)
-        gru._forward_rows(proj[d], gates[d, k % nb], hn[d, k % nb], h[d], y[:, :, d * H:(d + 1) * H], panels[d], panels_n[d], b_ih[d],
+        gru._forward_rows(x, panels_ih[d], gates[d, k % nb], hn[d, k % nb], h[d], y[:, :, d * H:(d + 1) * H], panels[d], panels_n[d], b_ih[d],
                           b_hh[d], lengths, d == 1, reset_after, lo, hi)
     return y, h, gates, hn
 

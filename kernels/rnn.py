@@ -9,8 +9,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
-from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, gather_rows, gemm_rows, scatter_rows,
-                                  slab_width, store_block_state, weight_grads_block)
+from seqtool.kernels.blas import (add_row_bias, add_transposed, blend_rows, block, fill_masks, load_transposed,
+                                  scatter_rows, slab_width, store_block_state, weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
 
 
@@ -29,13 +29,15 @@ def _cells_forward(rec, pin, h, mask, relu):
 
 
 @njit(cache=True, error_model="numpy")
-def _forward_rows(proj, act, h, y, panels, b, lengths, reverse, relu, lo, hi):
-    # proj (H, T, N): the input projections, gate-major; act: the block's slab (T, H, C)
+def _forward_rows(x, panels_ih, act, h, y, panels, b, lengths, reverse, relu, lo, hi):
+    # panels_ih, panels: W_ih, W_hh packed; act: the block's slab (T, H, C)
     T, H, M = y.shape[0], h.shape[2], hi - lo
     C = act.shape[2]
     hT = np.zeros((H, C), h.dtype)  # (H, M) block state, zero columns up to C
     hT[:, :M] = h[T if reverse else 0, lo:hi].T
     rec = np.empty((panels.shape[0] * PANEL, C), h.dtype)
+    xT = np.zeros((x.shape[2], C), h.dtype)  # the step's inputs, transposed
+    p_in = np.empty((panels_ih.shape[0] * PANEL, C), h.dtype)  # W_ih @ xT
     mask = np.zeros(H * C, h.dtype)
     valid = np.empty(M, h.dtype)
     n_valid = -1
@@ -44,8 +46,10 @@ def _forward_rows(proj, act, h, y, panels, b, lengths, reverse, relu, lo, hi):
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, hT, rec)
+        load_transposed(xT, x, t, lo, M)
+        panel_matmul(panels_ih, xT, p_in)
         pin = act[t]  # the step's input projection + bias, then its activation (saved)
-        gather_rows(pin, proj, t, lo, hi, b)
+        add_row_bias(pin, p_in, b)
         _cells_forward(rec[:H].reshape(H * C), pin.reshape(H * C), hT.reshape(H * C), mask, relu)
         store_block_state(hT[:, :M], valid, h, y, t, cur, lo)
 
@@ -55,18 +59,16 @@ def rnn_forward(x, h0, w_ih, w_hh, b, lengths, reverse, relu, nthreads):
     """Returns y (T, N, H) and what backward needs: h (T+1, N, H), a (B, T, H, C)."""
     T, N, D = x.shape
     H = h0.shape[1]
-    proj = np.empty((H, T, N), x.dtype)  # input projection of all steps, gate-major
     nb = max(1, min(nthreads, N))  # one block of batch rows per thread
-    for k in prange(nb):
-        gemm_rows(w_ih, x.reshape(T * N, D).T, proj.reshape(H, T * N), k, nb)
     act = np.empty((nb, T, H, slab_width(nb, N)), x.dtype)
     h = np.empty((T + 1, N, H), x.dtype)
     y = np.empty((T, N, H), x.dtype)
     h[T if reverse else 0] = h0
-    panels = pack_panels(w_hh, natural_order(H))  # once per call (kernels/tiles.py)
+    panels_ih = pack_panels(w_ih, natural_order(H))  # once per call (kernels/tiles.py)
+    panels = pack_panels(w_hh, natural_order(H))
     for k in prange(nb):
         lo, hi = block(k, nb, N)
-        _forward_rows(proj, act[k], h, y, panels, b, lengths, reverse, relu, lo, hi)
+        _forward_rows(x, panels_ih, act[k], h, y, panels, b, lengths, reverse, relu, lo, hi)
     return y, h, act
 
 
