@@ -198,6 +198,19 @@ def slab_width(nblocks, n):
 
 
 @njit(cache=True)
+def gate_major(slabs, n):
+    """The row blocks' slabs (B, T, rows, C) as one (rows, T, n) array (the classic GRU's W_hn
+    input for its weight GEMM; tests comparing with the CUDA kernels' gate-major arrays)."""
+    nb, T, rows = slabs.shape[0], slabs.shape[1], slabs.shape[2]
+    out = np.empty((rows, T, n), slabs.dtype)
+    for k in range(nb):
+        lo, hi = block(k, nb, n)
+        for t in range(T):
+            scatter_rows(out, slabs[k, t], t, lo, hi)
+    return out
+
+
+@njit(cache=True)
 def scatter_rows(dst, src, t, lo, hi):
     """dst[r, t, lo:hi] = src[r, :M] for every row r of the (rows, T, N) dst."""
     for r in range(src.shape[0]):

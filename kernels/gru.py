@@ -14,8 +14,9 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_row_bias, add_transposed, block, fill_masks, gemm_rows, input_grads_block,
-                                  load_transposed, rowsum_block, scatter_rows, slab_width, store_block_state)
+from seqtool.kernels.blas import (add_row_bias, add_transposed, block, fill_masks, gate_major, gemm_rows,
+                                  input_grads_block, load_transposed, rowsum_block, scatter_rows, slab_width,
+                                  store_block_state)
 from seqtool.kernels.tiles import PANEL, gemm_panels, natural_order, pack_panels, panel_matmul, panel_rows
 
 
@@ -205,18 +206,6 @@ def _backward_rows(dgx, dgh, dh, h, gates, hn, panels_t, panels_rz_t, panels_n_t
             panel_matmul(panels_rz_t, gx[:2 * H], d_prev)
         _carry(dh1, direct.reshape(HC), d_prev[:H].reshape(HC), mask)
     dh[lo:hi] = dhT[:, :M].T
-
-
-@njit(cache=True)
-def gate_major(slabs, N):
-    """The row blocks' slabs (B, T, rows, C) as one (rows, T, N) array."""
-    nb, T, rows = slabs.shape[0], slabs.shape[1], slabs.shape[2]
-    out = np.empty((rows, T, N), slabs.dtype)
-    for k in range(nb):
-        lo, hi = block(k, nb, N)
-        for t in range(T):
-            scatter_rows(out, slabs[k, t], t, lo, hi)
-    return out
 
 
 @njit(cache=True)

@@ -13,7 +13,7 @@ c (2, T+1, H, N), gates (2, B, T, 4H, C). y and dy are (T, N, 2H), forward featu
 import numpy as np
 from numba import njit, prange
 
-from seqtool.kernels.blas import block, slab_width, weight_grads_block
+from seqtool.kernels.blas import block, gate_major, slab_width, weight_grads_block
 from seqtool.kernels import gru, lstm, rnn
 from seqtool.kernels.tiles import natural_order, pack_panels
 
@@ -194,8 +194,8 @@ def gru_backward_pair(x, w_ih, w_hh, h, gates, hn, lengths, reset_after, dy, dh_
     dx2 = np.empty((2, T * N if need_dx else 0, D), x.dtype)
     rh = np.empty((2, 0 if reset_after else H, T, N), x.dtype)  # the classic form's W_hn input
     if not reset_after:
-        rh[0] = gru.gate_major(hn[0], N)
-        rh[1] = gru.gate_major(hn[1], N)
+        rh[0] = gate_major(hn[0], N)
+        rh[1] = gate_major(hn[1], N)
     for k in prange(2 * nb):
         d, kb = k // nb, k % nb
         gru.weight_grads(x, w_ih[d], h[d], rh[d], dgx[d], dgh[d], d == 1, reset_after, dw_ih[d], dw_hh[d],
