@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import unit
-from seqtool.kernels.tiles import gemm_panels, gemm_tn_panels, padded, panel_rows
+from seqtool.kernels.tiles import gemm_panels, gemm_tn_panels, padded, panel_matmul, panel_rows
 
 _pinned = False
 
@@ -182,10 +182,14 @@ def fill_masks(valid, mask, lengths, t, lo, n_valid):
 
 
 @njit(cache=True)
-def add_row_bias(dst, src, bias):
-    """dst[r] = src[r] + bias[r] for every row r of dst (a step's input projection into its slot)."""
+def project_inputs(dst, x, t, lo, M, panels_ih, xT, p_in, bias):
+    """dst (rows, C) = W_ih @ x[t, lo:lo+M].T + bias (a step's input projection into its slot),
+    on W_ih packed (panels_ih). xT (D, C) and p_in (panel rows, C) are the caller's buffers;
+    xT's columns past M stay zero, so dst's padding columns get the bias alone."""
+    load_transposed(xT, x, t, lo, M)
+    panel_matmul(panels_ih, xT, p_in)
     for r in range(dst.shape[0]):
-        out, row, b_r = dst[r], src[r], bias[r]
+        out, row, b_r = dst[r], p_in[r], bias[r]
         for m in range(dst.shape[1]):
             out[m] = row[m] + b_r
 

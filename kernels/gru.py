@@ -14,8 +14,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_row_bias, add_transposed, block, fill_masks, gate_major, gemm_rows,
-                                  input_grads_block, load_transposed, rowsum_block, scatter_rows, slab_width,
+from seqtool.kernels.blas import (add_transposed, block, fill_masks, gate_major, gemm_rows, input_grads_block,
+                                  load_transposed, project_inputs, rowsum_block, scatter_rows, slab_width,
                                   store_block_state)
 from seqtool.kernels.tiles import PANEL, gemm_panels, natural_order, pack_panels, panel_matmul, panel_rows
 
@@ -84,9 +84,7 @@ def _forward_rows(x, panels_ih, gates, hn, h, y, panels, panels_n, b_ih, b_hh, l
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, h_old, rec)
         gin = gates[t]  # the step's input projections + biases, then r, z, n
-        load_transposed(xT, x, t, lo, M)
-        panel_matmul(panels_ih, xT, pin)
-        add_row_bias(gin, pin, bias_in)
+        project_inputs(gin, x, t, lo, M, panels_ih, xT, pin, bias_in)
         hn_b = hn[t]  # reset_after: W_hn h + b_hn; classic: r * h (every column written below)
         g3 = gin.reshape(3, HC)
         if reset_after:

@@ -30,9 +30,8 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import sigm, tanh_, unit
-from seqtool.kernels.blas import (add_row_bias, add_transposed, blend_rows, block, fill_masks, get_block,
-                                  load_transposed, put_block, scatter_rows, slab_width, store_block_state,
-                                  weight_grads_block)
+from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, get_block, project_inputs,
+                                  put_block, scatter_rows, slab_width, store_block_state, weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
 
 
@@ -85,10 +84,8 @@ def _forward_rows(x, panels_ih, gates, h, c, y, panels, b, lengths, reverse, lo,
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, h_old, rec)
-        load_transposed(xT, x, t, lo, M)
-        panel_matmul(panels_ih, xT, pin)
         gin = gates[t]  # the step's input projection + bias, then its activated gates
-        add_row_bias(gin, pin, b)
+        project_inputs(gin, x, t, lo, M, panels_ih, xT, pin, b)
         _cells_forward(rec[:4 * H].reshape(4, H * C), gin.reshape(4, H * C), c_old.reshape(H * C),
                        c_new.reshape(H * C), h_old.reshape(H * C), h_new.reshape(H * C), mask)
         put_block(c[cur], c_new, lo, hi)

@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit, prange
 
 from seqtool.kernels.activations import tanh_, unit
-from seqtool.kernels.blas import (add_row_bias, add_transposed, blend_rows, block, fill_masks, load_transposed,
+from seqtool.kernels.blas import (add_transposed, blend_rows, block, fill_masks, project_inputs,
                                   scatter_rows, slab_width, store_block_state, weight_grads_block)
 from seqtool.kernels.tiles import PANEL, natural_order, pack_panels, panel_matmul
 
@@ -46,10 +46,8 @@ def _forward_rows(x, panels_ih, act, h, y, panels, b, lengths, reverse, relu, lo
         cur = t if reverse else t + 1
         n_valid = fill_masks(valid, mask, lengths, t, lo, n_valid)
         panel_matmul(panels, hT, rec)
-        load_transposed(xT, x, t, lo, M)
-        panel_matmul(panels_ih, xT, p_in)
         pin = act[t]  # the step's input projection + bias, then its activation (saved)
-        add_row_bias(pin, p_in, b)
+        project_inputs(pin, x, t, lo, M, panels_ih, xT, p_in, b)
         _cells_forward(rec[:H].reshape(H * C), pin.reshape(H * C), hT.reshape(H * C), mask, relu)
         store_block_state(hT[:, :M], valid, h, y, t, cur, lo)
 
